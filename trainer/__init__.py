@@ -1,0 +1,1 @@
+"""textgen trainer: corpora, the character-level LSTM, its training loop, and the model bundle."""

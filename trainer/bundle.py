@@ -1,0 +1,221 @@
+"""The model bundle: what the trainer writes and the server reads (ARCHITECTURE.md).
+
+``<bundle>/`` holds
+- ``saved_model/``: a TensorFlow SavedModel with the functions
+    ``predict(ids int32 [batch, time]) -> probs float32 [batch, charset]`` (the original's),
+    ``start(prompt int32 [batch, sample_len], lengths int32 [batch]) -> state, phase, probs``,
+    ``advance(state, phase, probs, temperature float32 [batch], uniforms float32 [batch, k])
+        -> state, phase, probs, ids int32 [batch, k]``,
+    ``sample(probs, temperature, uniform) -> ids`` (the sampling rule) and ``charset() -> string``;
+- ``model.keras``: the Keras model, for continued training (loads with safe mode on);
+- ``meta.json``: charset, sample_len, layer sizes, corpus, training config, losses, seed slices...
+
+A bundle is written under a temporary name beside its destination and published with one
+``rename``, so a reader never sees half a bundle.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from trainer.dataset import Charset
+from trainer.decode import PipelinedDecoder
+from trainer.model import OneHot  # noqa: F401  (registers the layer for loading)
+from trainer.model import with_objective
+from trainer.sampling import sample_ids
+
+FORMAT = "textgen-bundle/1"
+SAVED_MODEL = "saved_model"
+KERAS_FILE = "model.keras"
+META_FILE = "meta.json"
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+TMP_PREFIX = ".tmp-"
+
+
+class BundleError(ValueError):
+    """A path that is not a readable bundle, or a bundle that cannot be written."""
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise BundleError(
+            f"invalid model name {name!r}: use 1-64 characters from a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def export_saved_model(model, sample_len: int, charset: Charset, path: Path) -> None:
+    """Write ``model`` (either objective) as a SavedModel with the serving functions at ``path``."""
+    model = with_objective(model, all_positions=False)
+    decoder = PipelinedDecoder(model, sample_len)
+    state_spec = tf.TensorSpec([None, sample_len, decoder.state_size], tf.float32, name="state")
+    phase_spec = tf.TensorSpec([None], tf.int32, name="phase")
+    probs_spec = tf.TensorSpec([None, decoder.charset_size], tf.float32, name="probs")
+    batch_float = tf.TensorSpec([None], tf.float32)
+    chars = tf.constant(charset.chars)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "predict",
+        lambda ids: {"probs": model(ids, training=False)},
+        input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")],
+    )
+    archive.add_endpoint(
+        "start",
+        lambda prompt, lengths: dict(zip(("state", "phase", "probs"), decoder.start(prompt, lengths))),
+        input_signature=[
+            tf.TensorSpec([None, sample_len], tf.int32, name="prompt"),
+            tf.TensorSpec([None], tf.int32, name="lengths"),
+        ],
+    )
+    archive.add_endpoint(
+        "advance",
+        lambda state, phase, probs, temperature, uniforms: dict(
+            zip(("state", "phase", "probs", "ids"), decoder.advance(state, phase, probs, temperature, uniforms))
+        ),
+        input_signature=[
+            state_spec, phase_spec, probs_spec,
+            tf.TensorSpec([None], tf.float32, name="temperature"),
+            tf.TensorSpec([None, None], tf.float32, name="uniforms"),
+        ],
+    )
+    archive.add_endpoint(
+        "sample",
+        lambda probs, temperature, uniform: {"ids": sample_ids(probs, temperature, uniform)},
+        input_signature=[probs_spec, batch_float, batch_float],
+    )
+    archive.add_endpoint("charset", lambda: {"charset": chars}, input_signature=[])
+    archive.write_out(str(path), verbose=False)
+
+
+def write_bundle(model, meta: dict, dest: Path) -> Path:
+    """Write a complete bundle into ``dest`` (which must not exist yet) via a temporary sibling.
+
+    ``meta`` must hold at least ``charset`` and ``sample_len``. Returns ``dest``.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f"{TMP_PREFIX}{dest.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        charset = Charset(meta["charset"])
+        export_saved_model(model, meta["sample_len"], charset, tmp / SAVED_MODEL)
+        with_objective(model, all_positions=False).save(tmp / KERAS_FILE)
+        meta = {"format": FORMAT, "created": time.time(), **meta}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _fsync_tree(tmp)
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def save_to_path(model, meta: dict, path: Path) -> Path:
+    """``--save-path``: write the bundle at ``path``, replacing a bundle already there (never a
+    directory that holds something else)."""
+    path = Path(path)
+    if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or is_bundle(path))):
+        raise BundleError(f"{path} exists and is not a model bundle; refusing to overwrite it")
+    if not path.exists():
+        return write_bundle(model, meta, path)
+    staged = write_bundle(model, meta, path.parent / f"{TMP_PREFIX}{path.name}-new")
+    old = path.parent / f"{TMP_PREFIX}{path.name}-old-{uuid.uuid4().hex[:8]}"
+    os.rename(path, old)
+    os.rename(staged, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def publish(model, meta: dict, models_dir: Path, name: str) -> tuple[Path, int]:
+    """Publish under ``models_dir/name/<next version>/``; returns (path, version)."""
+    validate_name(name)
+    parent = Path(models_dir) / name
+    parent.mkdir(parents=True, exist_ok=True)
+    staged = write_bundle(model, {**meta, "name": name}, parent / f"{TMP_PREFIX}staged-{uuid.uuid4().hex[:8]}")
+    try:
+        while True:
+            version = max(list_versions(parent), default=0) + 1
+            final = parent / str(version)
+            meta_path = staged / META_FILE
+            staged_meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            staged_meta["version"] = version
+            meta_path.write_text(json.dumps(staged_meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            try:
+                os.mkdir(final)  # claims the version number; another publisher gets the next one
+            except FileExistsError:
+                continue
+            os.rename(staged, final)  # replaces the empty directory we just made, atomically
+            return final, version
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+def list_versions(parent: Path) -> list[int]:
+    """Version numbers present under a model's directory (complete or being claimed), sorted."""
+    try:
+        return sorted(int(p.name) for p in Path(parent).iterdir() if p.name.isdigit())
+    except FileNotFoundError:
+        return []
+
+
+def is_bundle(path: Path) -> bool:
+    path = Path(path)
+    return (path / META_FILE).is_file() and (path / SAVED_MODEL).is_dir()
+
+
+def read_meta(path: Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"model path {path} does not exist")
+    if path.is_file() and path.name in (META_FILE, KERAS_FILE, "model.json"):
+        path = path.parent  # accept the original's habit of pointing at a file inside the model
+    if not is_bundle(path):
+        raise BundleError(f"{path} is not a model bundle (expected {META_FILE} and {SAVED_MODEL}/ in it)")
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        Charset(meta["charset"])
+        int(meta["sample_len"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{path / META_FILE} is not a valid bundle description: {exc}") from None
+    return meta
+
+
+def load_keras(path: Path):
+    """The bundle's Keras model and meta, for continued training or local generation."""
+    path = Path(path)
+    if path.is_file():
+        path = path.parent
+    meta = read_meta(path)
+    try:
+        model = keras.saving.load_model(path / KERAS_FILE, safe_mode=True)
+    except Exception as exc:  # a corrupt or foreign file: say which
+        raise BundleError(f"cannot load {path / KERAS_FILE}: {exc}") from None
+    return model, meta
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush a bundle's files and directories so the rename publishes data that is on disk."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(dirpath, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

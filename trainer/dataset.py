@@ -1,0 +1,153 @@
+"""Text to character ids, and the original example's training windows.
+
+The original (tfjs-examples/lstm-text-generation/data.js) builds, for each epoch, a fresh shuffle of
+the window starts ``0, sample_step, 2 * sample_step, ... < len(text) - sample_len - 1`` and takes the
+first ``examples_per_epoch`` of them (wrapping around when there are fewer). A window is
+``sample_len`` character ids; its target is the character that follows it.
+
+We hold out the tail of the text (``validation_split`` of it) for validation instead of a slice of
+each epoch's own examples, so validation measures text the model has not trained on.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+SAMPLE_LEN = 60
+SAMPLE_STEP = 3
+EXAMPLES_PER_EPOCH = 10000
+VALIDATION_SPLIT = 0.0625
+
+
+class DatasetError(ValueError):
+    """A text that cannot be turned into training windows (too short, unknown characters)."""
+
+
+class Charset:
+    """The sorted set of characters of a training text; ids are positions in it."""
+
+    def __init__(self, chars: str):
+        if len(set(chars)) != len(chars):
+            raise DatasetError("a charset must not repeat characters")
+        self.chars = "".join(sorted(chars))
+        self._index = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def of_text(cls, text: str) -> "Charset":
+        return cls("".join(set(text)))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Charset) and self.chars == other.chars
+
+    def __contains__(self, char: str) -> bool:
+        return char in self._index
+
+    def missing(self, text: str) -> str:
+        """The characters of ``text`` this charset lacks, sorted, each once."""
+        return "".join(sorted(set(text) - self._index.keys()))
+
+    def encode(self, text: str) -> np.ndarray:
+        """``text`` as int32 ids ``[len(text)]``; raises DatasetError naming unknown characters."""
+        missing = self.missing(text)
+        if missing:
+            raise DatasetError(f"characters not in the charset: {describe_chars(missing)}")
+        return np.fromiter((self._index[c] for c in text), dtype=np.int32, count=len(text))
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+def describe_chars(chars: str, limit: int = 20) -> str:
+    """A readable list of characters for error messages: ``'é' (U+00E9), '\\t' (U+0009)``."""
+    shown = [f"{c!r} (U+{ord(c):04X})" for c in chars[:limit]]
+    more = f" and {len(chars) - limit} more" if len(chars) > limit else ""
+    return ", ".join(shown) + more
+
+
+def window_starts(text_len: int, sample_len: int, sample_step: int) -> np.ndarray:
+    """The original's example begin indices, in order: ``range(0, text_len - sample_len - 1, step)``."""
+    return np.arange(0, max(text_len - sample_len - 1, 0), sample_step, dtype=np.int64)
+
+
+@dataclasses.dataclass
+class TextDataset:
+    """A text split into a training head and a held-out validation tail, as character ids.
+
+    ``train_ids``: int32 ``[n_train]``; ``val_ids``: int32 ``[n_val]``; both encoded with ``charset``.
+    """
+
+    charset: Charset
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    sample_len: int = SAMPLE_LEN
+    sample_step: int = SAMPLE_STEP
+
+    @classmethod
+    def from_text(
+        cls,
+        text: str,
+        sample_len: int = SAMPLE_LEN,
+        sample_step: int = SAMPLE_STEP,
+        validation_split: float = VALIDATION_SPLIT,
+        charset: Charset | None = None,
+    ) -> "TextDataset":
+        """Split ``text``; ``charset`` defaults to the text's own (a continued model passes its own)."""
+        if sample_len < 1:
+            raise DatasetError(f"sample length must be at least 1, got {sample_len}")
+        if sample_step < 1:
+            raise DatasetError(f"sample step must be at least 1, got {sample_step}")
+        if not 0.0 <= validation_split < 1.0:
+            raise DatasetError(f"validation split must be in [0, 1), got {validation_split}")
+        # The original needs one full window and its target: len(text) >= sample_len + 2 gives at
+        # least one start in range(0, len - sample_len - 1).
+        if len(text) < sample_len + 2:
+            raise DatasetError(
+                f"the corpus has {len(text)} characters; training with sample length {sample_len} "
+                f"needs at least {sample_len + 2}"
+            )
+        charset = charset or Charset.of_text(text)
+        ids = charset.encode(text)
+        n_val = int(len(ids) * validation_split)
+        if n_val and n_val < sample_len + 2:
+            n_val = 0  # too short to hold a single validation window: validate on nothing
+        n_train = len(ids) - n_val
+        if n_train < sample_len + 2:
+            raise DatasetError(
+                f"after holding out {n_val} characters for validation, {n_train} are left to train "
+                f"on; sample length {sample_len} needs at least {sample_len + 2}"
+            )
+        return cls(charset, ids[:n_train], ids[n_train:], sample_len, sample_step)
+
+    def epoch_starts(self, examples_per_epoch: int, rng: np.random.Generator) -> np.ndarray:
+        """This epoch's window starts: the first ``examples_per_epoch`` of a fresh shuffle (wrapping)."""
+        starts = window_starts(len(self.train_ids), self.sample_len, self.sample_step)
+        rng.shuffle(starts)
+        return np.resize(starts, examples_per_epoch)
+
+    def windows(self, ids: np.ndarray, starts: np.ndarray, all_positions: bool = False):
+        """Windows at ``starts``: ``x`` int32 ``[n, sample_len]`` and its targets.
+
+        Targets are ``[n]`` (the character after each window, the original objective) or, with
+        ``all_positions``, ``[n, sample_len]`` (the character after every position of the window).
+        """
+        offsets = starts[:, None] + np.arange(self.sample_len)[None, :]
+        x = ids[offsets]
+        y = ids[offsets + 1] if all_positions else ids[starts + self.sample_len]
+        return x, y
+
+    def validation_windows(self, max_windows: int = 2048):
+        """Evenly spaced windows over the held-out tail: ``(x [n, sample_len], y [n])``; n may be 0."""
+        starts = window_starts(len(self.val_ids), self.sample_len, 1)
+        if len(starts) > max_windows:
+            starts = starts[np.linspace(0, len(starts) - 1, max_windows).astype(np.int64)]
+        return self.windows(self.val_ids, starts)
+
+    def seed_slices(self, count: int = 4) -> list[str]:
+        """``count`` evenly spaced ``sample_len``-character slices of the training text (as text)."""
+        last = len(self.train_ids) - self.sample_len
+        positions = np.linspace(0, last, count).astype(np.int64) if count > 1 else [0]
+        return [self.charset.decode(self.train_ids[p : p + self.sample_len]) for p in positions]

@@ -1,0 +1,120 @@
+"""Exact sliding-window decoding, pipelined (ARCHITECTURE.md, "Serving").
+
+The original predicts character n+1 by running the LSTM from a zero state over the last
+``sample_len`` characters. Here every stream keeps ``sample_len`` windows in flight, window ``j``
+being reset to a zero state every ``sample_len`` characters, one character apart from the next.
+Each new character is fed to all of a stream's windows in one batched step; the window at the
+stream's ``phase`` has then seen exactly the last ``min(n, sample_len)`` characters, so its output is
+the reference distribution for the next character; it is read, then reset to become the newest
+window. One character costs one batched LSTM step per layer instead of ``sample_len`` steps.
+
+State of a batch of streams (opaque to the server):
+- ``state``  float32 ``[batch, sample_len, state_size]``: per layer ``h`` then ``c``, concatenated.
+- ``phase``  int32 ``[batch]``: characters fed so far, modulo ``sample_len``.
+- ``probs``  float32 ``[batch, charset]``: the distribution of each stream's next character.
+
+These functions read the Keras model's own variables, so the exported SavedModel carries them next
+to the original's ``predict`` and stays usable without this project's server.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+from keras import layers
+
+from trainer.sampling import sample_ids
+
+
+class PipelinedDecoder:
+    """The decode functions of one model (weights shared with ``model``, read at call time)."""
+
+    def __init__(self, model, sample_len: int):
+        self.sample_len = int(sample_len)
+        self._lstms = [layer for layer in model.layers if isinstance(layer, layers.LSTM)]
+        self._dense = model.get_layer("next_char")
+        self.units = [layer.units for layer in self._lstms]
+        self.state_size = 2 * sum(self.units)
+        self.charset_size = int(self._dense.units)
+
+    # -- one step -----------------------------------------------------------------------------
+    def _weights(self):
+        w = [(l.cell.kernel.value, l.cell.recurrent_kernel.value, l.cell.bias.value) for l in self._lstms]
+        return w, self._dense.kernel.value, self._dense.bias.value
+
+    def _split(self, state):
+        parts = tf.split(state, [u for units in self.units for u in (units, units)], axis=-1)
+        return [(parts[2 * i], parts[2 * i + 1]) for i in range(len(self.units))]
+
+    def _feed(self, hc, phase, ids, active):
+        """Feed ``ids`` [batch] to every window of each stream where ``active`` [batch] (bool).
+
+        ``hc``: per layer ``(h, c)``, each ``[batch, sample_len, units]``. Returns the new ``hc``,
+        ``phase`` and the next-character ``probs`` ``[batch, charset]`` read from the window at
+        ``phase`` (which is then reset).
+        """
+        lstm_weights, dense_kernel, dense_bias = self._weights()
+        batch = tf.shape(ids)[0]
+        # The first layer's input is one-hot: its input projection is a row lookup, the same row for
+        # all windows of a stream.
+        kernel, recurrent, bias = lstm_weights[0]
+        x_proj = (tf.gather(kernel, ids) + bias)[:, None, :]  # [batch, 1, 4u]
+        new_hc, below = [], None
+        for i, ((h, c), (kernel, recurrent, bias)) in enumerate(zip(hc, lstm_weights)):
+            units = self.units[i]
+            flat_h = tf.reshape(h, [-1, units])
+            z = tf.reshape(tf.matmul(flat_h, recurrent), [batch, self.sample_len, 4 * units])
+            if i == 0:
+                z = z + x_proj
+            else:
+                flat_below = tf.reshape(below, [-1, self.units[i - 1]])
+                z = z + tf.reshape(tf.matmul(flat_below, kernel), [batch, self.sample_len, 4 * units]) + bias
+            gate_i, gate_f, gate_c, gate_o = tf.split(z, 4, axis=-1)  # Keras' gate order
+            c = tf.sigmoid(gate_f) * c + tf.sigmoid(gate_i) * tf.tanh(gate_c)
+            h = tf.sigmoid(gate_o) * tf.tanh(c)
+            new_hc.append((h, c))
+            below = h
+        read = tf.one_hot(phase, self.sample_len, dtype=tf.float32)  # [batch, sample_len]
+        top = tf.reduce_sum(below * read[:, :, None], axis=1)  # [batch, units]
+        probs = tf.nn.softmax(tf.matmul(top, dense_kernel) + dense_bias)
+        keep = (1.0 - read)[:, :, None]
+        on = active[:, None, None]
+        hc = [(tf.where(on, h * keep, h0), tf.where(on, c * keep, c0)) for (h, c), (h0, c0) in zip(new_hc, hc)]
+        phase = tf.where(active, (phase + 1) % self.sample_len, phase)
+        return hc, phase, probs
+
+    # -- the serving functions ----------------------------------------------------------------
+    @tf.function
+    def start(self, prompt, lengths):
+        """Start streams from prompts.
+
+        ``prompt`` int32 ``[batch, sample_len]``, each prompt's last ``lengths[b]`` ids right-aligned
+        (``1 <= lengths[b] <= sample_len``; left padding is ignored). Returns ``(state, phase, probs)``.
+        """
+        batch = tf.shape(prompt)[0]
+        hc = [(tf.zeros([batch, self.sample_len, u]), tf.zeros([batch, self.sample_len, u])) for u in self.units]
+        phase = tf.zeros([batch], tf.int32)
+        probs = tf.zeros([batch, self.charset_size])
+        for t in tf.range(self.sample_len):
+            active = t >= self.sample_len - lengths
+            hc, phase, step_probs = self._feed(hc, phase, prompt[:, t], active)
+            probs = tf.where(active[:, None], step_probs, probs)
+        return self._pack(hc), phase, probs
+
+    @tf.function
+    def advance(self, state, phase, probs, temperature, uniforms):
+        """Sample and feed ``k`` characters per stream.
+
+        ``temperature`` float32 ``[batch]``; ``uniforms`` float32 ``[batch, k]`` (one per character).
+        Returns ``(state, phase, probs, ids)`` with ``ids`` int32 ``[batch, k]``.
+        """
+        hc = self._split(state)
+        k = tf.shape(uniforms)[1]
+        active = tf.ones_like(phase, dtype=tf.bool)
+        out = tf.TensorArray(tf.int32, size=k)
+        for step in tf.range(k):
+            ids = sample_ids(probs, temperature, uniforms[:, step])
+            hc, phase, probs = self._feed(hc, phase, ids, active)
+            out = out.write(step, ids)
+        return self._pack(hc), phase, probs, tf.transpose(out.stack())
+
+    def _pack(self, hc):
+        return tf.concat([t for pair in hc for t in pair], axis=-1)
