@@ -1,0 +1,42 @@
+# textgen: make install | test | demo | bench | up | down | logs | proto
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo bench proto up down logs clean
+
+install: $(STAMP)
+
+# Reinstall only when the dependency list changes; a second `make install` does nothing.
+$(STAMP): pyproject.toml
+	@command -v redis-server >/dev/null 2>&1 || ./deploy/local/install-redis.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+proto: install
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/textgen/v1/textgen.proto
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m bench
+
+demo: install
+	./deploy/local/demo.sh
+
+up: install
+	./deploy/local/stack.sh up
+
+down:
+	./deploy/local/stack.sh down
+
+logs:
+	./deploy/local/stack.sh logs
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,402 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StopReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STOP_REASON_UNSPECIFIED: _ClassVar[StopReason]
+    STOP_REASON_LENGTH: _ClassVar[StopReason]
+    STOP_REASON_SHUTDOWN: _ClassVar[StopReason]
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_QUEUED: _ClassVar[JobState]
+    JOB_STATE_STARTED: _ClassVar[JobState]
+    JOB_STATE_FINISHED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_CANCELLED: _ClassVar[JobState]
+STOP_REASON_UNSPECIFIED: StopReason
+STOP_REASON_LENGTH: StopReason
+STOP_REASON_SHUTDOWN: StopReason
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_QUEUED: JobState
+JOB_STATE_STARTED: JobState
+JOB_STATE_FINISHED: JobState
+JOB_STATE_FAILED: JobState
+JOB_STATE_CANCELLED: JobState
+
+class GenerateRequest(_message.Message):
+    __slots__ = ("model", "version", "prompt", "length", "temperature", "seed")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    prompt: str
+    length: int
+    temperature: float
+    seed: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., prompt: _Optional[str] = ..., length: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class GenerateResponse(_message.Message):
+    __slots__ = ("text", "start", "end")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    start: StreamStart
+    end: StreamEnd
+    def __init__(self, text: _Optional[str] = ..., start: _Optional[_Union[StreamStart, _Mapping]] = ..., end: _Optional[_Union[StreamEnd, _Mapping]] = ...) -> None: ...
+
+class StreamStart(_message.Message):
+    __slots__ = ("model", "version", "prompt", "seed")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    prompt: str
+    seed: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., prompt: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class StreamEnd(_message.Message):
+    __slots__ = ("reason", "characters")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CHARACTERS_FIELD_NUMBER: _ClassVar[int]
+    reason: StopReason
+    characters: int
+    def __init__(self, reason: _Optional[_Union[StopReason, str]] = ..., characters: _Optional[int] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelSummary]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ...) -> None: ...
+
+class ModelSummary(_message.Message):
+    __slots__ = ("name", "versions", "latest")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    LATEST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    versions: _containers.RepeatedScalarFieldContainer[int]
+    latest: ModelInfo
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[int]] = ..., latest: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("model", "version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "version", "charset_size", "charset", "sample_len", "lstm_layer_sizes", "corpus", "corpus_sha256", "loss", "val_loss", "bits_per_char", "created", "objective", "epochs", "job_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHARSET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHARSET_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_LEN_FIELD_NUMBER: _ClassVar[int]
+    LSTM_LAYER_SIZES_FIELD_NUMBER: _ClassVar[int]
+    CORPUS_FIELD_NUMBER: _ClassVar[int]
+    CORPUS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    VAL_LOSS_FIELD_NUMBER: _ClassVar[int]
+    BITS_PER_CHAR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    charset_size: int
+    charset: str
+    sample_len: int
+    lstm_layer_sizes: _containers.RepeatedScalarFieldContainer[int]
+    corpus: str
+    corpus_sha256: str
+    loss: float
+    val_loss: float
+    bits_per_char: float
+    created: float
+    objective: str
+    epochs: int
+    job_id: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., charset_size: _Optional[int] = ..., charset: _Optional[str] = ..., sample_len: _Optional[int] = ..., lstm_layer_sizes: _Optional[_Iterable[int]] = ..., corpus: _Optional[str] = ..., corpus_sha256: _Optional[str] = ..., loss: _Optional[float] = ..., val_loss: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., created: _Optional[float] = ..., objective: _Optional[str] = ..., epochs: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class DeleteModelRequest(_message.Message):
+    __slots__ = ("model", "version", "all_versions")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    all_versions: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., all_versions: _Optional[bool] = ...) -> None: ...
+
+class DeleteModelResponse(_message.Message):
+    __slots__ = ("deleted_versions",)
+    DELETED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    deleted_versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, deleted_versions: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class TrainOptions(_message.Message):
+    __slots__ = ("lstm_layer_sizes", "sample_len", "sample_step", "learning_rate", "epochs", "examples_per_epoch", "batch_size", "validation_split", "display_length", "objective", "seed")
+    LSTM_LAYER_SIZES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_LEN_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_STEP_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_PER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    lstm_layer_sizes: _containers.RepeatedScalarFieldContainer[int]
+    sample_len: int
+    sample_step: int
+    learning_rate: float
+    epochs: int
+    examples_per_epoch: int
+    batch_size: int
+    validation_split: float
+    display_length: int
+    objective: str
+    seed: int
+    def __init__(self, lstm_layer_sizes: _Optional[_Iterable[int]] = ..., sample_len: _Optional[int] = ..., sample_step: _Optional[int] = ..., learning_rate: _Optional[float] = ..., epochs: _Optional[int] = ..., examples_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., validation_split: _Optional[float] = ..., display_length: _Optional[int] = ..., objective: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class SubmitTrainRequest(_message.Message):
+    __slots__ = ("corpus", "corpus_id", "options", "model_name", "from_model", "from_version")
+    CORPUS_FIELD_NUMBER: _ClassVar[int]
+    CORPUS_ID_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    FROM_MODEL_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    corpus: str
+    corpus_id: str
+    options: TrainOptions
+    model_name: str
+    from_model: str
+    from_version: int
+    def __init__(self, corpus: _Optional[str] = ..., corpus_id: _Optional[str] = ..., options: _Optional[_Union[TrainOptions, _Mapping]] = ..., model_name: _Optional[str] = ..., from_model: _Optional[str] = ..., from_version: _Optional[int] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("id", "state", "corpus", "model_name", "options", "model_version", "error", "enqueued_at", "started_at", "ended_at", "epoch", "epochs", "loss", "val_loss", "attempts", "from_model")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CORPUS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ENQUEUED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    VAL_LOSS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    FROM_MODEL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    state: JobState
+    corpus: str
+    model_name: str
+    options: TrainOptions
+    model_version: int
+    error: str
+    enqueued_at: float
+    started_at: float
+    ended_at: float
+    epoch: int
+    epochs: int
+    loss: float
+    val_loss: float
+    attempts: int
+    from_model: str
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., corpus: _Optional[str] = ..., model_name: _Optional[str] = ..., options: _Optional[_Union[TrainOptions, _Mapping]] = ..., model_version: _Optional[int] = ..., error: _Optional[str] = ..., enqueued_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., loss: _Optional[float] = ..., val_loss: _Optional[float] = ..., attempts: _Optional[int] = ..., from_model: _Optional[str] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class WatchJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("job_id", "id", "time", "queued", "started", "batch", "epoch", "checkpoint", "finished", "failed", "cancelled")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    id: str
+    time: float
+    queued: Queued
+    started: Started
+    batch: BatchProgress
+    epoch: EpochEnd
+    checkpoint: CheckpointSaved
+    finished: Finished
+    failed: Failed
+    cancelled: Cancelled
+    def __init__(self, job_id: _Optional[str] = ..., id: _Optional[str] = ..., time: _Optional[float] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., batch: _Optional[_Union[BatchProgress, _Mapping]] = ..., epoch: _Optional[_Union[EpochEnd, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSaved, _Mapping]] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., failed: _Optional[_Union[Failed, _Mapping]] = ..., cancelled: _Optional[_Union[Cancelled, _Mapping]] = ...) -> None: ...
+
+class Queued(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Started(_message.Message):
+    __slots__ = ("attempt", "resumed_from_epoch", "epochs", "batches_per_epoch")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_PER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    resumed_from_epoch: int
+    epochs: int
+    batches_per_epoch: int
+    def __init__(self, attempt: _Optional[int] = ..., resumed_from_epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., batches_per_epoch: _Optional[int] = ...) -> None: ...
+
+class BatchProgress(_message.Message):
+    __slots__ = ("epoch", "batch", "batches", "loss")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    batch: int
+    batches: int
+    loss: float
+    def __init__(self, epoch: _Optional[int] = ..., batch: _Optional[int] = ..., batches: _Optional[int] = ..., loss: _Optional[float] = ...) -> None: ...
+
+class EpochEnd(_message.Message):
+    __slots__ = ("epoch", "epochs", "loss", "val_loss", "bits_per_char", "examples_per_second", "samples")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    VAL_LOSS_FIELD_NUMBER: _ClassVar[int]
+    BITS_PER_CHAR_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    epochs: int
+    loss: float
+    val_loss: float
+    bits_per_char: float
+    examples_per_second: float
+    samples: _containers.RepeatedCompositeFieldContainer[TemperatureSample]
+    def __init__(self, epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., loss: _Optional[float] = ..., val_loss: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., examples_per_second: _Optional[float] = ..., samples: _Optional[_Iterable[_Union[TemperatureSample, _Mapping]]] = ...) -> None: ...
+
+class TemperatureSample(_message.Message):
+    __slots__ = ("temperature", "text")
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    temperature: float
+    text: str
+    def __init__(self, temperature: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
+
+class CheckpointSaved(_message.Message):
+    __slots__ = ("epoch",)
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    def __init__(self, epoch: _Optional[int] = ...) -> None: ...
+
+class Finished(_message.Message):
+    __slots__ = ("model_name", "model_version")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: int
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ...) -> None: ...
+
+class Failed(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class Cancelled(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListCorporaRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListCorporaResponse(_message.Message):
+    __slots__ = ("corpora",)
+    CORPORA_FIELD_NUMBER: _ClassVar[int]
+    corpora: _containers.RepeatedCompositeFieldContainer[Corpus]
+    def __init__(self, corpora: _Optional[_Iterable[_Union[Corpus, _Mapping]]] = ...) -> None: ...
+
+class Corpus(_message.Message):
+    __slots__ = ("id", "name", "builtin", "size", "sha256", "available")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BUILTIN_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    builtin: bool
+    size: int
+    sha256: str
+    available: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., builtin: _Optional[bool] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., available: _Optional[bool] = ...) -> None: ...
+
+class UploadCorpusChunk(_message.Message):
+    __slots__ = ("name", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...

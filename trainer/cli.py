@@ -1,0 +1,259 @@
+"""The original example's command line, from Python: ``python -m trainer train|gen|worker``.
+
+    python -m trainer train shakespeare --lstm-layer-size 128,128 --epochs 120 --save-path ./my-model
+    python -m trainer gen shakespeare ./my-model --gen-length 250 --temperature 0.6
+
+Every flag also takes the original's camelCase spelling (``--lstmLayerSize``, ``--savePath``,
+``--genLength``...). A bad value ends with one line on stderr and a non-zero exit.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+GEN_LENGTH = 200
+GEN_TEMPERATURE = 0.5
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        raise UsageError(message)
+
+
+def _flag(parser, name: str, **kwargs):
+    """Add ``--kebab-name`` with its camelCase alias (``--kebabName``)."""
+    head, *rest = name.split("-")
+    camel = head + "".join(part.capitalize() for part in rest)
+    names = [f"--{name}"] + ([f"--{camel}"] if camel != name else [])
+    parser.add_argument(*names, dest=name.replace("-", "_"), **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from trainer.options import TrainConfig
+
+    d = TrainConfig()
+    parser = _Parser(prog="python -m trainer", description="Train a character-level LSTM and generate text.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train a model on a corpus")
+    train.add_argument("corpus", help="nietzsche, julesverne, shakespeare, tfjs-code, or a path to a text file")
+    _flag(train, "lstm-layer-size", default=",".join(map(str, d.lstm_layer_sizes)),
+          help="units of each LSTM layer, comma-separated (default %(default)s)")
+    _flag(train, "sample-len", type=_integer, default=d.sample_len, help="window length (default %(default)s)")
+    _flag(train, "sample-step", type=_integer, default=d.sample_step, help="step between windows (default %(default)s)")
+    _flag(train, "learning-rate", type=_number, default=d.learning_rate, help="RMSprop learning rate (default %(default)s)")
+    _flag(train, "epochs", type=_integer, default=d.epochs, help="default %(default)s")
+    _flag(train, "examples-per-epoch", type=_integer, default=d.examples_per_epoch, help="default %(default)s")
+    _flag(train, "batch-size", type=_integer, default=d.batch_size, help="default %(default)s")
+    _flag(train, "validation-split", type=_number, default=d.validation_split,
+          help="fraction of the text held out at its end (default %(default)s)")
+    _flag(train, "display-length", type=_integer, default=d.display_length,
+          help="characters of sample text after each epoch (default %(default)s)")
+    _flag(train, "objective", default=d.objective, help="last (the original's) or all (every position)")
+    _flag(train, "seed", type=_integer, default=None, help="seed for shuffling and initialisation")
+    _flag(train, "save-path", default=None, help="write the model bundle to this directory")
+    _flag(train, "name", default=None, help="publish to $TEXTGEN_DATA_DIR/models/NAME/<next version>/")
+    train.add_argument("--from", "--loadModelPath", dest="init_from", default=None,
+                       help="keep training this model bundle (path, or NAME[:VERSION] in the store)")
+    _flag(train, "gpu", action="store_true", help="require a GPU")
+
+    gen = commands.add_parser("gen", help="generate text from a trained model")
+    gen.add_argument("paths", nargs="+", metavar="[CORPUS] MODEL",
+                     help="optional corpus for the random seed slice, then the model (path or NAME[:VERSION])")
+    _flag(gen, "gen-length", type=_integer, default=GEN_LENGTH, help="characters to generate (default %(default)s)")
+    _flag(gen, "temperature", type=_number, default=GEN_TEMPERATURE, help=">= 0; 0 = greedy (default %(default)s)")
+    _flag(gen, "seed-text", default=None, help="start from this text instead of a slice of the corpus")
+    _flag(gen, "seed", type=_integer, default=None, help="the same seed gives the same text")
+    _flag(gen, "gpu", action="store_true", help="require a GPU")
+
+    worker = commands.add_parser("worker", help="run an RQ worker for training jobs")
+    worker.add_argument("worker_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def resolve_model(spec: str) -> Path:
+    """A bundle path, or ``NAME[:VERSION]`` of a model in ``$TEXTGEN_DATA_DIR/models``."""
+    from trainer import bundle, config
+
+    path = Path(spec)
+    if path.exists() or "/" in spec or spec.startswith("."):
+        return path
+    name, _, version = spec.partition(":")
+    bundle.validate_name(name)
+    versions = bundle.list_versions(config.models_dir() / name)
+    if version:
+        if not version.isdigit() or int(version) not in versions:
+            raise bundle.BundleError(f"model {name} has no version {version!r}; it has {versions or 'none'}")
+        return config.models_dir() / name / version
+    if not versions:
+        raise bundle.BundleError(f"{spec} is neither a model bundle path nor a model in {config.models_dir()}")
+    return config.models_dir() / name / str(versions[-1])
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from trainer import bundle, config, corpus, training
+    from trainer.options import OptionError, TrainConfig, parse_layer_sizes
+
+    cfg = TrainConfig(
+        lstm_layer_sizes=parse_layer_sizes(args.lstm_layer_size), sample_len=args.sample_len,
+        sample_step=args.sample_step, learning_rate=args.learning_rate, epochs=args.epochs,
+        examples_per_epoch=args.examples_per_epoch, batch_size=args.batch_size,
+        validation_split=args.validation_split, display_length=args.display_length,
+        objective=args.objective, seed=args.seed,
+    ).validate()
+    if args.name:
+        bundle.validate_name(args.name)
+    if args.save_path and Path(args.save_path).exists() and not bundle.is_bundle(Path(args.save_path)) \
+            and any(Path(args.save_path).iterdir()):
+        raise bundle.BundleError(f"--save-path {args.save_path} exists and is not a model bundle; refusing to overwrite it")
+    if args.gpu:
+        training.require_gpu()
+    init_from = resolve_model(args.init_from) if args.init_from else None
+    if init_from is not None:
+        bundle.read_meta(init_from)
+    text_source = corpus.load_corpus(args.corpus)
+    if not (args.save_path or args.name):
+        print("note: neither --save-path nor --name given: the model will not be saved", file=sys.stderr)
+
+    bar = None
+
+    def on_event(event):
+        nonlocal bar
+        kind = event["type"]
+        if kind == "started":
+            resumed = event["resumed_from_epoch"]
+            print(f"training on {text_source.name} ({len(text_source.text):,} characters)"
+                  + (f", resuming after epoch {resumed}" if resumed else ""), file=sys.stderr)
+        elif kind == "batch":
+            if bar is None:
+                bar = tqdm(total=event["batches"], desc=f"epoch {event['epoch']}/{cfg.epochs}", unit="batch",
+                           file=sys.stderr, leave=False, dynamic_ncols=True)
+            bar.update(1)
+            bar.set_postfix(loss=f"{event['loss']:.4f}", refresh=False)
+        elif kind == "epoch":
+            if bar is not None:
+                bar.close()
+                bar = None
+            val = "n/a" if event["val_loss"] is None else f"{event['val_loss']:.4f} ({event['bits_per_char']:.3f} bits/char)"
+            print(f"epoch {event['epoch']}/{event['epochs']}: loss {event['loss']:.4f}, validation loss {val}, "
+                  f"{event['examples_per_second']:,.0f} examples/s", file=sys.stderr)
+            for sample in event["samples"]:
+                print(f"  [temperature {sample['temperature']:g}] {sample['text']!r}", file=sys.stderr)
+
+    try:
+        result = training.train(text_source.text, cfg, corpus_name=text_source.name,
+                                corpus_sha256=text_source.sha256, on_event=on_event, init_from=init_from)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.save_path:
+        path = bundle.save_to_path(result.model, result.meta, Path(args.save_path))
+        print(f"saved model to {path}", file=sys.stderr)
+    if args.name:
+        path, version = bundle.publish(result.model, result.meta, config.models_dir(), args.name)
+        print(f"published {args.name} version {version} at {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_gen(args) -> int:
+    import numpy as np
+
+    from trainer import bundle, corpus, training
+    from trainer.dataset import Charset, DatasetError, describe_chars
+    from trainer.options import OptionError
+    from trainer.sampling import Uniforms
+
+    if len(args.paths) > 2:
+        raise UsageError(f"gen takes [CORPUS] MODEL, got {len(args.paths)} arguments")
+    corpus_spec, model_spec = (args.paths if len(args.paths) == 2 else (None, args.paths[0]))
+    if args.gen_length < 1:
+        raise OptionError(f"gen length must be at least 1, got {args.gen_length}")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise OptionError(f"temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}")
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise OptionError(f"seed must be between 0 and {2**63 - 1}, got {args.seed}")
+    if args.gpu:
+        training.require_gpu()
+    model_path = resolve_model(model_spec)
+    model, meta = bundle.load_keras(model_path)
+    charset, sample_len = Charset(meta["charset"]), int(meta["sample_len"])
+    rng = np.random.default_rng(args.seed)
+    if args.seed_text is not None:
+        seed_text = args.seed_text
+        if not seed_text:
+            raise OptionError("--seed-text must not be empty")
+    elif corpus_spec is not None:
+        text = corpus.load_corpus(corpus_spec).text
+        if len(text) < sample_len + 1:
+            raise DatasetError(f"the corpus has {len(text)} characters; a seed slice needs {sample_len}")
+        start = int(rng.integers(0, len(text) - sample_len))  # the original's random slice
+        seed_text = text[start : start + sample_len]
+    else:
+        slices = meta.get("seed_slices") or []
+        if not slices:
+            raise OptionError("the model stores no seed slices: pass a corpus or --seed-text")
+        seed_text = slices[int(rng.integers(0, len(slices)))]
+    missing = charset.missing(seed_text)
+    if missing:
+        raise DatasetError(f"the seed text has characters the model does not know: {describe_chars(missing)}")
+    print(f"seed text: {seed_text!r}", file=sys.stderr)
+    chunks = training.generate_ids(model, charset.encode(seed_text), sample_len, args.gen_length,
+                                   [args.temperature], [Uniforms(args.seed)], chunk=8)
+    for ids in chunks:
+        sys.stdout.write(charset.decode(ids[0]))
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"]:  # the worker owns its flags and its own errors
+        from trainer import worker
+
+        return worker.main(argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+        return {"train": cmd_train, "gen": cmd_gen}[args.command](args)
+    except UsageError as exc:
+        print(f"error: {exc} (see python -m trainer {argv[0] if argv else ''} --help)", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted: nothing was saved", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every error a user can cause ends here as one line
+        if not _is_user_error(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from trainer import bundle, corpus, dataset, options, training
+
+    return isinstance(exc, (corpus.CorpusError, dataset.DatasetError, options.OptionError,
+                            bundle.BundleError, training.TrainingError, OSError))

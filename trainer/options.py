@@ -1,0 +1,118 @@
+"""Training options: the original's flags and defaults, and the one place they are validated.
+
+The trainer CLI and the server's Training service both build a ``TrainConfig`` and call
+``validate()``; a bad value raises ``OptionError`` with a message naming the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from trainer import dataset, model
+
+OBJECTIVES = ("last", "all")
+MAX_LAYERS = 8
+MAX_UNITS = 4096
+MAX_PARAMETERS = 50_000_000  # ~200 MB of float32 weights, ~600 MB with RMSprop state and gradients
+MAX_EPOCHS = 100_000
+MAX_EXAMPLES_PER_EPOCH = 10_000_000
+MAX_SAMPLE_LEN = 1000
+MAX_BATCH_SIZE = 65536
+MAX_DISPLAY_LENGTH = 10_000
+
+
+class OptionError(ValueError):
+    """A training option outside what is allowed."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    lstm_layer_sizes: tuple[int, ...] = model.LSTM_LAYER_SIZES
+    sample_len: int = dataset.SAMPLE_LEN
+    sample_step: int = dataset.SAMPLE_STEP
+    learning_rate: float = model.LEARNING_RATE
+    epochs: int = 150
+    examples_per_epoch: int = dataset.EXAMPLES_PER_EPOCH
+    batch_size: int = 128
+    validation_split: float = dataset.VALIDATION_SPLIT
+    display_length: int = 120
+    objective: str = "last"
+    seed: int | None = None
+
+    def validate(self, charset_size: int | None = None) -> "TrainConfig":
+        """Raise OptionError for the first bad value; with ``charset_size``, also the model's size."""
+        sizes = self.lstm_layer_sizes
+        if not sizes:
+            raise OptionError("lstm layer sizes must name at least one layer, e.g. 128,128")
+        if len(sizes) > MAX_LAYERS:
+            raise OptionError(f"lstm layer sizes: {len(sizes)} layers given, at most {MAX_LAYERS} allowed")
+        for size in sizes:
+            _int_in("lstm layer size", size, 1, MAX_UNITS)
+        _int_in("sample length", self.sample_len, 1, MAX_SAMPLE_LEN)
+        _int_in("sample step", self.sample_step, 1, MAX_SAMPLE_LEN)
+        _float_in("learning rate", self.learning_rate, 0.0, 10.0, low_open=True)
+        _int_in("epochs", self.epochs, 1, MAX_EPOCHS)
+        _int_in("examples per epoch", self.examples_per_epoch, 1, MAX_EXAMPLES_PER_EPOCH)
+        _int_in("batch size", self.batch_size, 1, MAX_BATCH_SIZE)
+        _float_in("validation split", self.validation_split, 0.0, 1.0, high_open=True)
+        _int_in("display length", self.display_length, 0, MAX_DISPLAY_LENGTH)
+        if self.objective not in OBJECTIVES:
+            raise OptionError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.seed is not None:
+            _int_in("seed", self.seed, 0, 2**63 - 1)
+        if charset_size is not None:
+            params = model.parameter_count(charset_size, sizes)
+            if params > MAX_PARAMETERS:
+                raise OptionError(
+                    f"lstm layer sizes {','.join(map(str, sizes))} give {params:,} parameters "
+                    f"({params * 4 / 2**20:,.0f} MiB of weights) for {charset_size} characters; "
+                    f"at most {MAX_PARAMETERS:,} are allowed"
+                )
+        return self
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["lstm_layer_sizes"] = list(self.lstm_layer_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise OptionError(f"unknown training options: {', '.join(unknown)}")
+        d = dict(d)
+        if "lstm_layer_sizes" in d:
+            d["lstm_layer_sizes"] = tuple(d["lstm_layer_sizes"])
+        return cls(**d)
+
+
+def parse_layer_sizes(text: str) -> tuple[int, ...]:
+    """``"128,128"`` -> ``(128, 128)``; OptionError naming the bad part otherwise."""
+    parts = [p.strip() for p in str(text).split(",")]
+    sizes = []
+    for part in parts:
+        try:
+            sizes.append(int(part))
+        except ValueError:
+            raise OptionError(
+                f"lstm layer sizes must be positive integers separated by commas (e.g. 128,128), got {text!r}"
+            ) from None
+    return tuple(sizes)
+
+
+def _int_in(what: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionError(f"{what} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise OptionError(f"{what} must be between {low} and {high}, got {value}")
+
+
+def _float_in(what, value, low, high, low_open=False, high_open=False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise OptionError(f"{what} must be a finite number, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise OptionError(f"{what} must be in {lo}{low}, {high}{hi}, got {value}")
