@@ -1,5 +1,24 @@
 """textgen trainer: corpora, the character-level LSTM, its training loop, and the model bundle."""
 import os
 
-# TensorFlow's C++ start-up chatter buries the messages users need; opt back in with 0.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow with its C++ start-up lines (absl, oneDNN notices) kept off stderr.
+
+    They are printed before TF_CPP_MIN_LOG_LEVEL takes effect and would bury the one-line errors
+    users need. Only file descriptor 2 is silenced, and only during the import; a failing import
+    still raises its Python exception.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_import_tensorflow_quietly()
