@@ -42,7 +42,7 @@ def test_train_then_gen_from_the_command_line(corpus_file, tmp_path):
 
     first = run_cli(["gen", str(corpus_file), str(model_dir), "--genLength", "50", "--temperature", "0.6",
                      "--seed", "11"], tmp_path / "data")
-    again = run_cli(["gen", str(corpus_file), str(model_dir / "meta.json"), "--gen-length", "50",
+    again = run_cli(["gen", str(corpus_file), str(model_dir / "model.json"), "--gen-length", "50",
                      "--temperature", "0.6", "--seed", "11"], tmp_path / "data")
     assert first.returncode == 0, first.stderr
     assert len(first.stdout) == 51 and first.stdout == again.stdout  # 50 characters and a newline

@@ -9,7 +9,7 @@ def _import_tensorflow_quietly():
     users need. Only file descriptor 2 is silenced, and only during the import; a failing import
     still raises its Python exception.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ errors surface as Python exceptions
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:

@@ -176,11 +176,9 @@ def is_bundle(path: Path) -> bool:
 
 
 def read_meta(path: Path) -> dict:
-    path = Path(path)
+    path = bundle_dir(path)
     if not path.exists():
         raise BundleError(f"model path {path} does not exist")
-    if path.is_file() and path.name in (META_FILE, KERAS_FILE, "model.json"):
-        path = path.parent  # accept the original's habit of pointing at a file inside the model
     if not is_bundle(path):
         raise BundleError(f"{path} is not a model bundle (expected {META_FILE} and {SAVED_MODEL}/ in it)")
     try:
@@ -192,11 +190,18 @@ def read_meta(path: Path) -> dict:
     return meta
 
 
+def bundle_dir(path: Path) -> Path:
+    """The bundle directory for ``path``, which may also name a file in it: the original's users
+    point at ``./my-model/model.json``."""
+    path = Path(path)
+    if path.name in (META_FILE, KERAS_FILE, "model.json") and is_bundle(path.parent):
+        return path.parent
+    return path
+
+
 def load_keras(path: Path):
     """The bundle's Keras model and meta, for continued training or local generation."""
-    path = Path(path)
-    if path.is_file():
-        path = path.parent
+    path = bundle_dir(path)
     meta = read_meta(path)
     try:
         model = keras.saving.load_model(path / KERAS_FILE, safe_mode=True)
