@@ -1,6 +1,146 @@
-"""The Training gRPC service (placeholder until the jobs work lands)."""
+"""The Training gRPC service: a thin adapter from requests to server.jobs.Jobs and back."""
+from __future__ import annotations
+
+import grpc
+
+from server.errors import BadRequest, ModelNotFound, RequestError
+from server.jobs import CorpusMissing, JobNotFound, Jobs, PreconditionFailed, QueueUnavailable
+from textgen.v1 import textgen_pb2 as pb
+from textgen.v1 import textgen_pb2_grpc
+
+STATUS = {
+    BadRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    JobNotFound: grpc.StatusCode.NOT_FOUND,
+    CorpusMissing: grpc.StatusCode.NOT_FOUND,
+    PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
+    QueueUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
+JOB_STATES = {"queued": pb.JOB_STATE_QUEUED, "started": pb.JOB_STATE_STARTED, "finished": pb.JOB_STATE_FINISHED,
+              "failed": pb.JOB_STATE_FAILED, "cancelled": pb.JOB_STATE_CANCELLED}
+_OPTIONAL_OPTIONS = ("sample_len", "sample_step", "learning_rate", "epochs", "examples_per_epoch", "batch_size",
+                     "validation_split", "display_length", "seed")
 
 
 def register(grpc_server, settings):
-    """Add the Training service to ``grpc_server``; returns the servicer (None: not available)."""
+    """Add the Training service to ``grpc_server``; returns the servicer."""
+    jobs = Jobs(redis_url=getattr(settings, "redis_url", None), models_dir=settings.models_dir,
+                max_upload_bytes=getattr(settings, "max_upload_bytes", None))
+    servicer = TrainingServicer(jobs)
+    textgen_pb2_grpc.add_TrainingServicer_to_server(servicer, grpc_server)
+    return servicer
+
+
+class TrainingServicer(textgen_pb2_grpc.TrainingServicer):
+    def __init__(self, jobs: Jobs):
+        self.jobs = jobs
+
+    def SubmitTrain(self, request, context):
+        with _status(context):
+            return job_message(self.jobs.submit(
+                corpus=request.corpus, corpus_id=request.corpus_id, options=options_dict(request.options),
+                model_name=request.model_name, from_model=request.from_model, from_version=request.from_version))
+
+    def GetJob(self, request, context):
+        with _status(context):
+            return job_message(self.jobs.get(request.job_id))
+
+    def ListJobs(self, request, context):
+        with _status(context):
+            return pb.ListJobsResponse(jobs=[job_message(j) for j in self.jobs.list(request.limit)])
+
+    def CancelJob(self, request, context):
+        with _status(context):
+            return job_message(self.jobs.cancel(request.job_id))
+
+    def WatchJob(self, request, context):
+        with _status(context):
+            for event_id, event in self.jobs.watch(request.job_id, is_active=context.is_active):
+                message = event_message(request.job_id, event_id, event)
+                if message is not None:
+                    yield message
+
+    def ListCorpora(self, request, context):
+        with _status(context):
+            return pb.ListCorporaResponse(corpora=[pb.Corpus(**c) for c in self.jobs.list_corpora()])
+
+    def UploadCorpus(self, request_iterator, context):
+        with _status(context):
+            return pb.Corpus(**self.jobs.upload((chunk.name, chunk.data) for chunk in request_iterator))
+
+    def close(self) -> None:
+        """Nothing to release: the Redis pool closes with the process."""
+
+
+class _status:
+    """Turns a RequestError into the call's status (``context.abort`` raises to end the call)."""
+
+    def __init__(self, context):
+        self.context = context
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and issubclass(exc_type, RequestError):
+            self.context.abort(STATUS.get(exc_type, grpc.StatusCode.INTERNAL), str(exc))
+        return False
+
+
+def options_dict(options: pb.TrainOptions) -> dict:
+    """The options a request set (the rest take TrainConfig's defaults)."""
+    out = {name: getattr(options, name) for name in _OPTIONAL_OPTIONS if options.HasField(name)}
+    if options.lstm_layer_sizes:
+        out["lstm_layer_sizes"] = list(options.lstm_layer_sizes)
+    if options.objective:
+        out["objective"] = options.objective
+    return out
+
+
+def options_message(options: dict) -> pb.TrainOptions:
+    known = {k: v for k, v in options.items() if k in _OPTIONAL_OPTIONS and v is not None}
+    return pb.TrainOptions(lstm_layer_sizes=options.get("lstm_layer_sizes") or [],
+                           objective=options.get("objective") or "", **known)
+
+
+def job_message(job: dict) -> pb.Job:
+    return pb.Job(
+        id=job["id"], state=JOB_STATES.get(job["state"], pb.JOB_STATE_UNSPECIFIED), corpus=job["corpus"],
+        model_name=job["model_name"], options=options_message(job["options"]),
+        model_version=job["model_version"], error=job["error"], enqueued_at=job["enqueued_at"] or 0.0,
+        started_at=job["started_at"] or 0.0, ended_at=job["ended_at"] or 0.0, epoch=job["epoch"],
+        epochs=job["epochs"] or job["options"].get("epochs", 0), loss=job["loss"] or 0.0,
+        val_loss=job["val_loss"] or 0.0, attempts=job["attempts"], from_model=job["from_model"])
+
+
+def event_message(job_id: str, event_id: str, event: dict) -> pb.JobEvent | None:
+    """The JobEvent for one event dict of the job's stream (None for a type this proto lacks)."""
+    kind, e = event["type"], event
+    base = {"job_id": job_id, "id": event_id, "time": e.get("time", 0.0)}
+    if kind == "queued":
+        return pb.JobEvent(**base, queued=pb.Queued())
+    if kind == "started":
+        return pb.JobEvent(**base, started=pb.Started(
+            attempt=e.get("attempt", 1), resumed_from_epoch=e.get("resumed_from_epoch", 0),
+            epochs=e.get("epochs", 0), batches_per_epoch=e.get("batches_per_epoch", 0)))
+    if kind == "batch":
+        return pb.JobEvent(**base, batch=pb.BatchProgress(epoch=e["epoch"], batch=e["batch"], batches=e["batches"],
+                                                          loss=_number(e.get("loss"))))
+    if kind == "epoch":
+        return pb.JobEvent(**base, epoch=pb.EpochEnd(
+            epoch=e["epoch"], epochs=e["epochs"], loss=_number(e.get("loss")), val_loss=_number(e.get("val_loss")),
+            bits_per_char=_number(e.get("bits_per_char")), examples_per_second=_number(e.get("examples_per_second")),
+            samples=[pb.TemperatureSample(temperature=s["temperature"], text=s["text"]) for s in e.get("samples", [])]))
+    if kind == "checkpoint":
+        return pb.JobEvent(**base, checkpoint=pb.CheckpointSaved(epoch=e["epoch"]))
+    if kind == "finished":
+        return pb.JobEvent(**base, finished=pb.Finished(model_name=e["model_name"], model_version=e["model_version"]))
+    if kind == "failed":
+        return pb.JobEvent(**base, failed=pb.Failed(reason=e["reason"]))
+    if kind == "cancelled":
+        return pb.JobEvent(**base, cancelled=pb.Cancelled())
     return None
+
+
+def _number(value) -> float:
+    return float(value) if value is not None else 0.0

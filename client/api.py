@@ -1,0 +1,224 @@
+"""The textgen client: every RPC of the TextGen and Training services as a Python call.
+
+    from client.api import Client
+
+    c = Client()                                   # TEXTGEN_SERVER, TEXTGEN_TOKEN, TEXTGEN_CA_CERT
+    stream = c.generate("tfjs-code", prompt="function ", length=300, temperature=0.5)
+    for text in stream:
+        print(text, end="")
+    print(stream.start.seed, stream.end.characters)
+
+    job = c.submit_train(corpus="tfjs-code", options={"lstm_layer_sizes": [128], "epochs": 5})
+    for event in c.watch_job(job.id):
+        print(event.WhichOneof("event"))
+
+Calls return the generated protobuf messages (textgen.v1). A failed call raises ``TextgenError``,
+whose ``code`` is the gRPC status code name and whose ``str()`` is ``"CODE: message"``.
+This package imports only the generated code, grpc, tqdm and the standard library.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+from textgen.v1 import textgen_pb2 as pb
+from textgen.v1 import textgen_pb2_grpc
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+UNARY_TIMEOUT_S = 60.0
+UPLOAD_CHUNK_BYTES = 1 << 20  # under the server's 4 MiB message limit
+TRAIN_OPTIONS = ("lstm_layer_sizes", "sample_len", "sample_step", "learning_rate", "epochs", "examples_per_epoch",
+                 "batch_size", "validation_split", "display_length", "objective", "seed")
+# How gRPC itself words a server it could not reach (a server's own UNAVAILABLE says something else).
+_CONNECT_FAILURES = ("failed to connect", "dns resolution failed", "connections to all backends failing",
+                     "socket closed", "connection refused", "empty address list")
+
+
+class TextgenError(Exception):
+    """A call that failed: ``code`` (e.g. "NOT_FOUND") and the server's ``message``."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+class Client:
+    """A connection to a textgen server (``server`` defaults to $TEXTGEN_SERVER or 127.0.0.1:50051).
+
+    ``token`` (default $TEXTGEN_TOKEN) is sent as ``authorization: Bearer <token>``; with ``ca``
+    (default $TEXTGEN_CA_CERT, a PEM file) the connection uses TLS and checks the server against it.
+    """
+
+    def __init__(self, server: str | None = None, token: str | None = None, ca: str | os.PathLike | None = None):
+        self.server = server or os.environ.get("TEXTGEN_SERVER") or DEFAULT_SERVER
+        token = token if token is not None else os.environ.get("TEXTGEN_TOKEN", "")
+        ca = ca if ca is not None else os.environ.get("TEXTGEN_CA_CERT", "")
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        if ca:
+            try:
+                root = Path(ca).read_bytes()
+            except OSError as exc:
+                raise TextgenError("INVALID_ARGUMENT", f"cannot read the CA certificate {ca} "
+                                                       f"(TEXTGEN_CA_CERT): {exc.strerror}") from None
+            self._channel = grpc.secure_channel(self.server, grpc.ssl_channel_credentials(root_certificates=root))
+        else:
+            self._channel = grpc.insecure_channel(self.server)
+        self._textgen = textgen_pb2_grpc.TextGenStub(self._channel)
+        self._training = textgen_pb2_grpc.TrainingStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- generation and models -----------------------------------------------------------------
+
+    def generate(self, model: str, prompt: str = "", length: int = 200, temperature: float = 0.5,
+                 seed: int | None = None, version: int = 0) -> "Generation":
+        """Stream ``length`` characters from ``model``: iterate the result for text chunks; its
+        ``start`` (model, version, prompt, seed used) and ``end`` (reason, characters) fill in as
+        they arrive."""
+        request = _message(pb.GenerateRequest, model=model, version=version, prompt=prompt, length=length,
+                           temperature=temperature, seed=seed)
+        return Generation(self._textgen.Generate(request, metadata=self._metadata), self)
+
+    def list_models(self) -> list[pb.ModelSummary]:
+        return list(self._unary(self._textgen.ListModels, pb.ListModelsRequest()).models)
+
+    def get_model(self, model: str, version: int = 0) -> pb.ModelInfo:
+        return self._unary(self._textgen.GetModel, _message(pb.GetModelRequest, model=model, version=version))
+
+    def delete_model(self, model: str, version: int = 0, all_versions: bool = False) -> list[int]:
+        """Delete one version, or every version with ``all_versions``; returns the versions deleted."""
+        request = _message(pb.DeleteModelRequest, model=model, version=version, all_versions=all_versions)
+        return list(self._unary(self._textgen.DeleteModel, request).deleted_versions)
+
+    # ---- training ------------------------------------------------------------------------------
+
+    def submit_train(self, corpus: str = "", corpus_id: str = "", options: dict | None = None, model_name: str = "",
+                     from_model: str = "", from_version: int = 0) -> pb.Job:
+        """Enqueue a training job on a built-in ``corpus`` or an uploaded ``corpus_id``.
+
+        ``options``: any of TRAIN_OPTIONS (``lstm_layer_sizes`` a list of ints); the rest take the
+        trainer's defaults. ``model_name`` defaults to ``from_model`` or else the corpus.
+        """
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(TRAIN_OPTIONS))
+        if unknown:
+            raise TextgenError("INVALID_ARGUMENT", f"unknown training options {', '.join(unknown)}; "
+                                                   f"known: {', '.join(TRAIN_OPTIONS)}")
+        request = _message(pb.SubmitTrainRequest,
+                           options=_message(pb.TrainOptions, **{k: v for k, v in options.items() if v is not None}),
+                           model_name=model_name, from_model=from_model, from_version=from_version)
+        if corpus_id:
+            request.corpus_id = corpus_id
+        if corpus:
+            request.corpus = corpus
+        return self._unary(self._training.SubmitTrain, request)
+
+    def get_job(self, job_id: str) -> pb.Job:
+        return self._unary(self._training.GetJob, pb.GetJobRequest(job_id=job_id))
+
+    def list_jobs(self, limit: int = 0) -> list[pb.Job]:
+        """The newest jobs first (``limit`` 0: the server's default, 50)."""
+        return list(self._unary(self._training.ListJobs, _message(pb.ListJobsRequest, limit=limit)).jobs)
+
+    def cancel_job(self, job_id: str) -> pb.Job:
+        return self._unary(self._training.CancelJob, pb.CancelJobRequest(job_id=job_id))
+
+    def watch_job(self, job_id: str) -> Iterator[pb.JobEvent]:
+        """Every event of the job from the first, then live ones; ends when the job ends."""
+        stream = self._training.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=self._metadata)
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        finally:
+            stream.cancel()
+
+    def list_corpora(self) -> list[pb.Corpus]:
+        return list(self._unary(self._training.ListCorpora, pb.ListCorporaRequest()).corpora)
+
+    def upload_corpus(self, path: str | os.PathLike, name: str = "") -> pb.Corpus:
+        """Upload a UTF-8 text file; returns the stored corpus (its ``id`` is what submit_train takes)."""
+        path = Path(path)
+        try:
+            handle = path.open("rb")
+        except OSError as exc:
+            raise TextgenError("INVALID_ARGUMENT", f"cannot read {path}: {exc.strerror}") from None
+
+        def chunks():
+            with handle:
+                first = True
+                while True:
+                    data = handle.read(UPLOAD_CHUNK_BYTES)
+                    if not data and not first:
+                        return
+                    yield pb.UploadCorpusChunk(name=(name or path.name) if first else "", data=data)
+                    first = False
+
+        try:
+            return self._training.UploadCorpus(chunks(), metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    # ---- plumbing ------------------------------------------------------------------------------
+
+    def _unary(self, method, request):
+        try:
+            return method(request, metadata=self._metadata, timeout=UNARY_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: grpc.RpcError) -> TextgenError:
+        code = exc.code() if hasattr(exc, "code") else None
+        name = code.name if code is not None else "UNKNOWN"
+        details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+        if name in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and details.lower().startswith(_CONNECT_FAILURES):
+            details = f"cannot reach the textgen server at {self.server} ({details.strip()})"
+        return TextgenError(name, " ".join(details.split()))
+
+
+def _message(message_class, **fields):
+    """``message_class(**fields)``; a value the message cannot hold (a negative seed, a length beyond
+    int32, a string for a number) is an INVALID_ARGUMENT here rather than a ValueError."""
+    try:
+        return message_class(**fields)
+    except (ValueError, TypeError) as exc:
+        raise TextgenError("INVALID_ARGUMENT", f"{message_class.DESCRIPTOR.name}: {exc}") from None
+
+
+class Generation:
+    """Text chunks of one Generate stream; ``start`` and ``end`` are set as they arrive."""
+
+    def __init__(self, responses, client: Client):
+        self._responses, self._client = responses, client
+        self.start: pb.StreamStart | None = None
+        self.end: pb.StreamEnd | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            for response in self._responses:
+                if response.HasField("start"):
+                    self.start = response.start
+                if response.text:
+                    yield response.text
+                if response.HasField("end"):
+                    self.end = response.end
+        except grpc.RpcError as exc:
+            raise self._client._error(exc) from None
+
+    @property
+    def text(self) -> str:
+        """All of the text (consumes the stream)."""
+        return "".join(self)
+
+    def cancel(self) -> None:
+        self._responses.cancel()

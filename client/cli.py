@@ -1,0 +1,360 @@
+"""The ``client`` command (also ``python -m client``): train, follow jobs, generate, manage models.
+
+    client submit-train --corpus tfjs-code --layers 128 --epochs 5
+    client generate tfjs-code --prompt "function " --length 300 --temperature 0.5
+    client models | client jobs | client corpora | client watch JOB_ID | client cancel JOB_ID
+
+``--server`` (or TEXTGEN_SERVER) is the server to call; TEXTGEN_TOKEN and TEXTGEN_CA_CERT set the
+token and TLS. A failed call prints one line, ``error: CODE: message``, on stderr and exits 1
+(2 for a usage error, 130 when interrupted).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+
+from client.api import Client, TextgenError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+UPLOAD_ID = re.compile(r"upload-[0-9a-f]{16}")
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    server_help = "host:port of the server (default $TEXTGEN_SERVER or 127.0.0.1:50051)"
+    common = _Parser(add_help=False)  # --server before or after the command
+    common.add_argument("--server", default=argparse.SUPPRESS, help=server_help)
+    parser = _Parser(prog="client", description="Call a textgen server: train models, follow jobs, generate text.")
+    parser.add_argument("--server", default=None, help=server_help)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], **kwargs)
+
+    submit = command("submit-train", help="train a model on a corpus (as a job on the server's workers)")
+    submit.add_argument("--corpus", required=True,
+                        help="a built-in corpus name, an upload id, or a local text file (uploaded first)")
+    submit.add_argument("--layers", "--lstm-layer-size", dest="layers", default=None,
+                        help="units of each LSTM layer, comma-separated (default 128,128)")
+    for flag, kind, what in (("sample-len", int, "window length (default 60)"),
+                             ("sample-step", int, "step between windows (default 3)"),
+                             ("learning-rate", float, "RMSprop learning rate (default 0.01)"),
+                             ("epochs", int, "default 150"),
+                             ("examples-per-epoch", int, "default 10000"),
+                             ("batch-size", int, "default 128"),
+                             ("validation-split", float, "fraction held out at the end of the text (default 0.0625)"),
+                             ("display-length", int, "characters of sample text after each epoch (default 120)"),
+                             ("seed", int, "seed for shuffling and initialisation")):
+        submit.add_argument(f"--{flag}", type=kind, default=None, help=what)
+    submit.add_argument("--objective", default=None, help="last (the original's, default) or all (every position)")
+    submit.add_argument("--name", default="", help="publish under this model name (default: --from's, else the corpus)")
+    submit.add_argument("--from", dest="from_model", default="", metavar="MODEL[:VERSION]",
+                        help="keep training this model (latest version unless given)")
+    mode = submit.add_mutually_exclusive_group()
+    mode.add_argument("--wait", action="store_true", help="follow the job and exit non-zero unless it finishes")
+    mode.add_argument("--detach", action="store_true", help="print the job id and return at once")
+
+    watch = command("watch", help="follow a job's progress until it ends")
+    watch.add_argument("job_id")
+
+    jobs = command("jobs", help="list jobs, newest first")
+    jobs.add_argument("--limit", type=int, default=0, help="how many (default 50)")
+
+    cancel = command("cancel", help="cancel a job (a running one stops at its next batch)")
+    cancel.add_argument("job_id")
+
+    generate = command("generate", help="stream text from a model to stdout")
+    generate.add_argument("model")
+    generate.add_argument("--prompt", default="", help="text to continue (default: one of the model's seed slices)")
+    generate.add_argument("--length", type=int, default=200, help="characters to generate (default %(default)s)")
+    generate.add_argument("--temperature", type=float, default=0.5, help=">= 0; 0 = greedy (default %(default)s)")
+    generate.add_argument("--seed", type=int, default=None, help="the same seed gives the same text")
+    generate.add_argument("--version", type=int, default=0, help="model version (default: latest)")
+
+    command("models", help="list models")
+    command("corpora", help="list built-in and uploaded corpora")
+
+    upload = command("upload", help="upload a UTF-8 text file as a corpus; prints its id")
+    upload.add_argument("path")
+    upload.add_argument("--name", default="", help="display name (default: the file name)")
+
+    delete = command("delete", help="delete a model version, or all of them")
+    delete.add_argument("model")
+    which = delete.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", type=int, default=0)
+    which.add_argument("--all", action="store_true", help="every version")
+    return parser
+
+
+# ---- commands ---------------------------------------------------------------------------------------
+
+
+def cmd_submit_train(client: Client, args) -> int:
+    options = {"lstm_layer_sizes": _layer_sizes(args.layers) if args.layers is not None else None,
+               "sample_len": args.sample_len, "sample_step": args.sample_step, "learning_rate": args.learning_rate,
+               "epochs": args.epochs, "examples_per_epoch": args.examples_per_epoch, "batch_size": args.batch_size,
+               "validation_split": args.validation_split, "display_length": args.display_length,
+               "objective": args.objective, "seed": args.seed}
+    from_model, _, from_version = args.from_model.partition(":")
+    if from_version and not from_version.isdigit():
+        raise UsageError(f"--from takes MODEL[:VERSION] with a version number, got {args.from_model!r}")
+    corpus, corpus_id = _corpus_source(client, args.corpus)
+    job = client.submit_train(corpus=corpus, corpus_id=corpus_id, options=options, model_name=args.name,
+                              from_model=from_model, from_version=int(from_version or 0))
+    print(job.id, flush=True)
+    if args.detach:
+        return 0
+    print(f"job {job.id}: training {job.model_name} on {job.corpus}"
+          + (f" from {job.from_model}" if job.from_model else ""), file=sys.stderr)
+    outcome = follow(client, job.id)
+    return 0 if outcome == "finished" or not args.wait else EXIT_FAILED
+
+
+def cmd_watch(client: Client, args) -> int:
+    return 0 if follow(client, args.job_id) == "finished" else EXIT_FAILED
+
+
+def cmd_jobs(client: Client, args) -> int:
+    rows = [(j.id, _state(j.state), j.model_name + (f" v{j.model_version}" if j.model_version else ""), j.corpus,
+             f"{j.epoch}/{j.epochs}", _loss(j.loss), _loss(j.val_loss), str(j.attempts or ""), _when(j.enqueued_at),
+             j.error)
+            for j in client.list_jobs(args.limit)]
+    _table(("ID", "STATE", "MODEL", "CORPUS", "EPOCH", "LOSS", "VAL LOSS", "ATTEMPTS", "SUBMITTED", "ERROR"), rows)
+    return 0
+
+
+def cmd_cancel(client: Client, args) -> int:
+    job = client.cancel_job(args.job_id)
+    state = _state(job.state)
+    if state == "cancelled":
+        print(f"job {job.id} cancelled")
+    else:
+        print(f"job {job.id} is {state}: it stops at its next batch boundary (follow it: client watch {job.id})")
+    return 0
+
+
+def cmd_generate(client: Client, args) -> int:
+    stream = client.generate(args.model, prompt=args.prompt, length=args.length, temperature=args.temperature,
+                             seed=args.seed, version=args.version)
+    for text in stream:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_models(client: Client, args) -> int:
+    rows = []
+    for m in client.list_models():
+        info = m.latest
+        rows.append((m.name, ",".join(map(str, m.versions)), info.corpus, _loss(info.loss),
+                     f"{info.bits_per_char:.3f}" if info.bits_per_char else "-", _when(info.created)))
+    _table(("NAME", "VERSIONS", "CORPUS", "LOSS", "BPC", "CREATED"), rows)
+    return 0
+
+
+def cmd_corpora(client: Client, args) -> int:
+    rows = [(c.id, c.name, "yes" if c.builtin else "no", _size(c.size) if c.size else "-",
+             "yes" if c.available else "no", c.sha256[:16] or "-")
+            for c in client.list_corpora()]
+    _table(("ID", "NAME", "BUILT-IN", "SIZE", "AVAILABLE", "SHA256"), rows)
+    return 0
+
+
+def cmd_upload(client: Client, args) -> int:
+    corpus = client.upload_corpus(args.path, name=args.name)
+    print(corpus.id)
+    print(f"uploaded {args.path} ({_size(corpus.size)}, sha256 {corpus.sha256}) as {corpus.id}", file=sys.stderr)
+    return 0
+
+
+def cmd_delete(client: Client, args) -> int:
+    if not args.all and args.version < 1:
+        raise UsageError(f"--version must be a version number >= 1, got {args.version}")
+    deleted = client.delete_model(args.model, version=args.version, all_versions=args.all)
+    print(f"deleted {args.model} version{'s' if len(deleted) != 1 else ''} {', '.join(map(str, deleted))}")
+    return 0
+
+
+COMMANDS = {"submit-train": cmd_submit_train, "watch": cmd_watch, "jobs": cmd_jobs, "cancel": cmd_cancel,
+            "generate": cmd_generate, "models": cmd_models, "corpora": cmd_corpora, "upload": cmd_upload,
+            "delete": cmd_delete}
+
+
+# ---- following a job --------------------------------------------------------------------------------
+
+
+def follow(client: Client, job_id: str) -> str:
+    """Show a job's events (a progress bar on stderr, epoch lines on stdout) until it ends; returns
+    its final state ("finished", "failed", "cancelled")."""
+    progress = Progress()
+    try:
+        for event in client.watch_job(job_id):
+            outcome = progress.show(event)
+            if outcome:
+                return outcome
+    finally:
+        progress.close()
+    return _state(client.get_job(job_id).state)
+
+
+class Progress:
+    """One tqdm bar over all of a job's batches (epoch, loss, ETA) and a line per epoch."""
+
+    def __init__(self):
+        self.bar = None
+        self.epochs = self.batches = 0
+
+    def show(self, event) -> str | None:
+        kind = event.WhichOneof("event")
+        e = getattr(event, kind)
+        if kind == "queued":
+            self._line("queued: waiting for a worker")
+        elif kind == "started":
+            self.epochs, self.batches = e.epochs, e.batches_per_epoch
+            note = f", resuming after epoch {e.resumed_from_epoch}" if e.resumed_from_epoch else ""
+            self._line(f"started (attempt {e.attempt}{note})")
+            self._open(e.resumed_from_epoch * self.batches)
+        elif kind == "batch":
+            if self.bar is None:
+                self.epochs, self.batches = self.epochs or 1, e.batches
+                self._open((e.epoch - 1) * e.batches)
+            self.bar.set_description_str(f"epoch {e.epoch}/{self.epochs}", refresh=False)
+            self.bar.set_postfix_str(f"loss {e.loss:.4f}", refresh=False)
+            self.bar.update((e.epoch - 1) * e.batches + e.batch - self.bar.n)
+        elif kind == "epoch":
+            val = f"{e.val_loss:.4f} ({e.bits_per_char:.3f} bits/char)" if e.val_loss else "n/a"
+            self._line(f"epoch {e.epoch}/{e.epochs}: loss {e.loss:.4f}, validation loss {val}, "
+                       f"{e.examples_per_second:,.0f} examples/s")
+            for sample in e.samples:
+                self._line(f"  [temperature {sample.temperature:g}] {sample.text!r}")
+        elif kind == "checkpoint":
+            pass
+        elif kind == "finished":
+            self.close()
+            self._line(f"finished: model {e.model_name} version {e.model_version}")
+            return "finished"
+        elif kind == "failed":
+            self.close()
+            print(f"error: the job failed: {' '.join(e.reason.split())}", file=sys.stderr)
+            return "failed"
+        elif kind == "cancelled":
+            self.close()
+            self._line("cancelled: nothing was published")
+            return "cancelled"
+        return None
+
+    def _open(self, done: int) -> None:
+        from tqdm import tqdm
+
+        self.close()
+        self.bar = tqdm(total=max(self.epochs * self.batches, 1), initial=done, unit="batch", file=sys.stderr,
+                        dynamic_ncols=True, leave=False, desc=f"epoch {done // max(self.batches, 1) + 1}/{self.epochs}")
+
+    def _line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stdout)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ---- helpers ----------------------------------------------------------------------------------------
+
+
+def _corpus_source(client: Client, spec: str) -> tuple[str, str]:
+    """(corpus, corpus_id) for --corpus: a local file is uploaded first."""
+    if os.path.isfile(spec) or "/" in spec or os.sep in spec:
+        if not os.path.isfile(spec):
+            raise UsageError(f"--corpus {spec!r} looks like a file path but there is no such file")
+        uploaded = client.upload_corpus(spec)
+        print(f"uploaded {spec} as {uploaded.id}", file=sys.stderr)
+        return "", uploaded.id
+    if UPLOAD_ID.fullmatch(spec):
+        return "", spec
+    return spec, ""
+
+
+def _layer_sizes(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--layers takes positive integers separated by commas (e.g. 128,128), got {text!r}") from None
+
+
+def _state(value: int) -> str:
+    from textgen.v1 import textgen_pb2 as pb
+
+    return pb.JobState.Name(value).removeprefix("JOB_STATE_").lower()
+
+
+def _loss(value: float) -> str:
+    return f"{value:.4f}" if value else "-"
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _table(header: tuple, rows: list[tuple]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        with Client(server=args.server) as client:
+            return COMMANDS[args.command](client, args)
+    except UsageError as exc:
+        print(f"error: {exc} (see client --help)", file=sys.stderr)
+        return EXIT_USAGE
+    except TextgenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted" + (": a submitted job keeps running (client jobs; client cancel JOB_ID)"
+                               if argv[:1] == ["submit-train"] else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - a command line user gets one line, never a traceback
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
