@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from trainer import bundle
+from trainer.decode import PipelinedDecoder
 from trainer.dataset import Charset, DatasetError, TextDataset, window_starts
 from trainer.model import build_model, compile_model, with_objective
 from trainer.options import OptionError, TrainConfig
@@ -167,7 +168,7 @@ def test_pipelined_generation_is_greedy_reference_output(text):
     result = train(text, TrainConfig(lstm_layer_sizes=(24, 16), **TINY))
     model, charset = result.model, Charset(result.meta["charset"])
     prompt = charset.encode("ROMEO:\nWhat")  # 11 characters: longer than sample_len 10
-    got = generate_ids(model, prompt, 10, 30, [0.0], [Uniforms(0)])[0]
+    got = generate_ids(PipelinedDecoder(model, 10), prompt, 30, [0.0], [Uniforms(0)])[0]
     window, want = list(prompt), []
     for _ in range(30):
         next_id = int(np.argmax(model(np.array([window[-10:]], np.int32)).numpy()[0]))

@@ -221,7 +221,9 @@ def cmd_gen(args) -> int:
     if missing:
         raise DatasetError(f"the seed text has characters the model does not know: {describe_chars(missing)}")
     print(f"seed text: {seed_text!r}", file=sys.stderr)
-    chunks = training.generate_ids(model, charset.encode(seed_text), sample_len, args.gen_length,
+    from trainer.decode import PipelinedDecoder
+
+    chunks = training.generate_ids(PipelinedDecoder(model, sample_len), charset.encode(seed_text), args.gen_length,
                                    [args.temperature], [Uniforms(args.seed)], chunk=8)
     for ids in chunks:
         sys.stdout.write(charset.decode(ids[0]))

@@ -113,6 +113,7 @@ def train(
           "resumed_from_epoch": first_epoch - 1})
     x_val, y_val = data.validation_windows()
     display_seed = data.seed_slices(4)[1]
+    decoder = PipelinedDecoder(view, config.sample_len)  # one per run: its functions trace once
     stopped = False
 
     for epoch in range(first_epoch, config.epochs + 1):
@@ -129,7 +130,7 @@ def train(
             view.set_weights(model.get_weights())
         loss = float(fit.history["loss"][-1])
         val_loss = validation_loss(view, x_val, y_val)
-        samples = sample_texts(view, charset, display_seed, config.display_length, seed=epoch)
+        samples = sample_texts(decoder, charset, display_seed, config.display_length, seed=epoch)
         record = {"epoch": epoch, "loss": loss, "val_loss": val_loss,
                   "bits_per_char": val_loss / math.log(2) if val_loss is not None else None,
                   "examples_per_second": len(x) / seconds, "seconds": seconds}
@@ -168,24 +169,24 @@ def validation_loss(model, x_val: np.ndarray, y_val: np.ndarray) -> float | None
     return float(-np.mean(np.log(np.maximum(picked, 1e-12))))
 
 
-def sample_texts(model, charset: Charset, seed_text: str, length: int, seed: int,
+def sample_texts(decoder: PipelinedDecoder, charset: Charset, seed_text: str, length: int, seed: int,
                  temperatures=DISPLAY_TEMPERATURES) -> list[dict]:
     """``length`` characters after ``seed_text`` at each temperature, decoded as one batch."""
     if length == 0:
         return [{"temperature": t, "text": ""} for t in temperatures]
-    ids = generate_ids(model, charset.encode(seed_text), len(seed_text), length,
+    ids = generate_ids(decoder, charset.encode(seed_text), length,
                        temperatures, [Uniforms(seed + i) for i in range(len(temperatures))])
     return [{"temperature": t, "text": charset.decode(row)} for t, row in zip(temperatures, ids)]
 
 
-def generate_ids(model, prompt_ids: np.ndarray, sample_len: int, length: int, temperatures, uniforms,
+def generate_ids(decoder: PipelinedDecoder, prompt_ids: np.ndarray, length: int, temperatures, uniforms,
                  chunk: int = 0):
     """Decode ``length`` ids after ``prompt_ids`` for each temperature; ``chunk`` > 0 yields chunks.
 
     Returns int ``[len(temperatures), length]``, or (with ``chunk``) a generator of
     ``[len(temperatures), <=chunk]`` arrays.
     """
-    decoder = PipelinedDecoder(model, sample_len)
+    sample_len = decoder.sample_len
     batch = len(temperatures)
     tail = prompt_ids[-sample_len:]
     prompt = np.zeros((batch, sample_len), np.int32)
