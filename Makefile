@@ -1,11 +1,11 @@
-# textgen: make install | test | demo | bench | up | down | logs | proto
+# textgen: make install | test | demo | bench | up | down | logs | status | proto | clean
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench proto up down logs clean
+.PHONY: install test demo bench proto up down logs status clean
 
 install: $(STAMP)
 
@@ -36,7 +36,11 @@ down:
 	./deploy/local/stack.sh down
 
 logs:
-	./deploy/local/stack.sh logs
+	./deploy/local/stack.sh logs $(ARGS)
+
+status:
+	./deploy/local/stack.sh status
 
 clean:
+	-./deploy/local/stack.sh down
 	rm -rf $(VENV) var

@@ -261,7 +261,7 @@ class Progress:
         from tqdm import tqdm
 
         self.close()
-        self.bar = tqdm(total=max(self.epochs * self.batches, 1), initial=done, unit="batch", file=sys.stderr,
+        self.bar = tqdm(disable=None, total=max(self.epochs * self.batches, 1), initial=done, unit="batch", file=sys.stderr,
                         dynamic_ncols=True, leave=False, desc=f"epoch {done // max(self.batches, 1) + 1}/{self.epochs}")
 
     def _line(self, text: str) -> None:

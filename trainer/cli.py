@@ -150,7 +150,7 @@ def cmd_train(args) -> int:
                   + (f", resuming after epoch {resumed}" if resumed else ""), file=sys.stderr)
         elif kind == "batch":
             if bar is None:
-                bar = tqdm(total=event["batches"], desc=f"epoch {event['epoch']}/{cfg.epochs}", unit="batch",
+                bar = tqdm(disable=None, total=event["batches"], desc=f"epoch {event['epoch']}/{cfg.epochs}", unit="batch",
                            file=sys.stderr, leave=False, dynamic_ncols=True)
             bar.update(1)
             bar.set_postfix(loss=f"{event['loss']:.4f}", refresh=False)

