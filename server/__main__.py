@@ -1,0 +1,25 @@
+"""``python -m server``: serve every model in $TEXTGEN_DATA_DIR/models over gRPC on $TEXTGEN_ADDR."""
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from server.app import StartupError, serve
+    from server.auth import TokenFileError
+    from server.config import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+        serve(settings)
+    except (SettingsError, TokenFileError, StartupError) as exc:
+        print(f"server: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

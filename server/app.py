@@ -1,0 +1,149 @@
+"""Wiring: the gRPC server with TextGen, Training, health and reflection; graceful shutdown on SIGTERM."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server import training_service
+from server.auth import TokenAuth, read_tokens
+from server.config import Settings
+from server.engine import Engine
+from server.service import TextGenServicer
+from server.store import ModelStore
+from textgen.v1 import textgen_pb2, textgen_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+TEXTGEN_SERVICE = textgen_pb2.DESCRIPTOR.services_by_name["TextGen"].full_name
+TRAINING_SERVICE = textgen_pb2.DESCRIPTOR.services_by_name["Training"].full_name
+# Streams wait on their queues, not on the CPU: give every allowed stream a thread, plus some for
+# the unary calls.
+SPARE_THREADS = 16
+
+
+class StartupError(RuntimeError):
+    """The server cannot start (address in use, unreadable TLS files); the message says which."""
+
+
+class TextGenServer:
+    """A built server: ``start()`` it, ``stop()`` it; ``port`` is the port it listens on."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = ModelStore(settings.models_dir, settings.reload_seconds)
+        self.engine = Engine(settings.max_streams, settings.max_length, settings.max_prompt)
+        interceptors = [TokenAuth(read_tokens(settings.tokens_file))] if settings.tokens_file else []
+        interceptors.append(MalformedRequests())
+        self.grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.max_streams + SPARE_THREADS, thread_name_prefix="grpc"),
+            interceptors=interceptors,
+            options=[("grpc.max_receive_message_length", settings.max_message_bytes)],
+        )
+        textgen_pb2_grpc.add_TextGenServicer_to_server(TextGenServicer(self.store, self.engine), self.grpc_server)
+        self.training = training_service.register(self.grpc_server, settings)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
+        served = [TEXTGEN_SERVICE] + ([TRAINING_SERVICE] if self.training is not None else [])
+        reflection.enable_server_reflection(
+            served + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self.grpc_server,
+        )
+        self.services = served
+        self.port = self._listen(settings)
+
+    def _listen(self, settings: Settings) -> int:
+        try:
+            if settings.tls_cert:
+                key, cert = settings.tls_key.read_bytes(), settings.tls_cert.read_bytes()
+                port = self.grpc_server.add_secure_port(settings.addr, grpc.ssl_server_credentials([(key, cert)]))
+            else:
+                port = self.grpc_server.add_insecure_port(settings.addr)
+        except OSError as exc:
+            raise StartupError(f"cannot read the TLS files (TEXTGEN_TLS_CERT/TEXTGEN_TLS_KEY): {exc}") from None
+        except RuntimeError as exc:  # grpc's "failed to bind"
+            raise StartupError(f"cannot listen on {settings.addr} (TEXTGEN_ADDR): {exc}") from None
+        if not port:
+            raise StartupError(f"cannot listen on {settings.addr} (TEXTGEN_ADDR)")
+        return port
+
+    def start(self) -> "TextGenServer":
+        """Load the models, then take calls."""
+        self.store.start()
+        self.grpc_server.start()
+        for service in ["", *self.services]:
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls at once; let streams finish for up to ``grace`` seconds (default: the
+        settings'); streams still running near the end get STOP_REASON_SHUTDOWN."""
+        grace = self.settings.grace_seconds if grace is None else grace
+        self.health.enter_graceful_shutdown()
+        stopped = self.grpc_server.stop(grace)
+        # End the streams a little before gRPC cancels them, so they can still send their last message.
+        self.engine.shutdown(max(0.0, grace - min(1.0, grace / 5)))
+        stopped.wait()
+        close_training = getattr(self.training, "close", None)
+        if callable(close_training):
+            close_training()
+        self.store.close()
+
+
+class MalformedRequests(grpc.ServerInterceptor):
+    """Answers a request that is not a valid message of its method (a truncated field, invalid UTF-8
+    in a string) with INVALID_ARGUMENT; grpcio's own answer would be INTERNAL."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method, parse = handler_call_details.method, handler.request_deserializer
+
+        def parsed(raw, context):
+            try:
+                return parse(raw)
+            except Exception as exc:  # protobuf's DecodeError, or a UnicodeDecodeError from a string field
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"the request is not a valid {method} message ({type(exc).__name__}: {exc})")
+
+        if handler.request_streaming:
+            def wrap(behavior):
+                return lambda requests, context: behavior((parsed(raw, context) for raw in requests), context)
+        else:
+            def wrap(behavior):
+                return lambda request, context: behavior(parsed(request, context), context)
+
+        kinds = {
+            (False, False): (grpc.unary_unary_rpc_method_handler, handler.unary_unary),
+            (False, True): (grpc.unary_stream_rpc_method_handler, handler.unary_stream),
+            (True, False): (grpc.stream_unary_rpc_method_handler, handler.stream_unary),
+            (True, True): (grpc.stream_stream_rpc_method_handler, handler.stream_stream),
+        }
+        make, behavior = kinds[(handler.request_streaming, handler.response_streaming)]
+        return make(wrap(behavior), request_deserializer=None, response_serializer=handler.response_serializer)
+
+
+def build_server(settings: Settings) -> TextGenServer:
+    """The server for ``settings``, bound to its address but not started."""
+    return TextGenServer(settings)
+
+
+def serve(settings: Settings | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    settings = settings or Settings.from_env()
+    server = build_server(settings).start()
+    log.info("serving %s on port %d; models from %s", ", ".join(server.services), server.port, settings.models_dir)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+    log.info("shutting down: streams have %.0f s to finish", settings.grace_seconds)
+    server.stop()
+    log.info("stopped")

@@ -1,0 +1,104 @@
+"""The server's settings: environment variables with local defaults (ARCHITECTURE.md, "Configuration").
+
+| variable                   | default          | meaning                                                  |
+|----------------------------|------------------|----------------------------------------------------------|
+| TEXTGEN_ADDR               | 127.0.0.1:50051  | listen address (port 0: any free port)                   |
+| TEXTGEN_DATA_DIR           | ./var/data       | models are served from its models/ folder                |
+| TEXTGEN_MAX_LENGTH         | 10000            | most characters one Generate call may ask for            |
+| TEXTGEN_MAX_STREAMS        | 256              | most concurrent Generate streams                         |
+| TEXTGEN_MAX_PROMPT         | 10000            | most characters in a prompt                              |
+| TEXTGEN_MAX_MESSAGE_BYTES  | 4194304          | largest request message the server accepts               |
+| TEXTGEN_RELOAD_SECONDS     | 2                | how often the model store rescans models/                |
+| TEXTGEN_GRACE_SECONDS      | 10               | on SIGTERM, how long in-flight streams may take to end   |
+| TEXTGEN_TOKENS_FILE        | (none)           | one token per line; when set, every RPC but health needs |
+|                            |                  | metadata ``authorization: Bearer <token>``               |
+| TEXTGEN_TLS_CERT/_KEY      | (none)           | PEM files: serve TLS instead of plaintext                |
+| REDIS_URL                  | redis://localhost:6379/0 | the Training service's job queue                 |
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+
+from trainer import config as shared_config
+
+DEFAULT_ADDR = "127.0.0.1:50051"
+
+
+class SettingsError(ValueError):
+    """An environment variable with a value the server cannot use; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    addr: str = DEFAULT_ADDR
+    data_dir: Path = Path(shared_config.DEFAULT_DATA_DIR)
+    max_length: int = 10_000
+    max_streams: int = 256
+    max_prompt: int = 10_000
+    max_message_bytes: int = 4 * 1024 * 1024
+    reload_seconds: float = 2.0
+    grace_seconds: float = 10.0
+    tokens_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    redis_url: str = shared_config.DEFAULT_REDIS_URL  # for the Training service's job queue
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.data_dir) / "models"
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        """Settings from ``os.environ``; raises SettingsError naming a variable with a bad value."""
+        env = os.environ
+        cert, key = _path(env, "TEXTGEN_TLS_CERT"), _path(env, "TEXTGEN_TLS_KEY")
+        if (cert is None) != (key is None):
+            raise SettingsError("TLS needs both TEXTGEN_TLS_CERT and TEXTGEN_TLS_KEY (PEM files); only one is set")
+        return cls(
+            addr=env.get("TEXTGEN_ADDR", DEFAULT_ADDR),
+            data_dir=shared_config.data_dir(),
+            max_length=_int(env, "TEXTGEN_MAX_LENGTH", cls.max_length),
+            max_streams=_int(env, "TEXTGEN_MAX_STREAMS", cls.max_streams),
+            max_prompt=_int(env, "TEXTGEN_MAX_PROMPT", cls.max_prompt),
+            max_message_bytes=_int(env, "TEXTGEN_MAX_MESSAGE_BYTES", cls.max_message_bytes),
+            reload_seconds=_seconds(env, "TEXTGEN_RELOAD_SECONDS", cls.reload_seconds),
+            grace_seconds=_seconds(env, "TEXTGEN_GRACE_SECONDS", cls.grace_seconds),
+            tokens_file=_path(env, "TEXTGEN_TOKENS_FILE"),
+            tls_cert=cert,
+            tls_key=key,
+            redis_url=shared_config.redis_url(),
+        )
+
+
+def _int(env, name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SettingsError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _seconds(env, name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value > 0):
+        raise SettingsError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _path(env, name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw) if raw else None

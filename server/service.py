@@ -1,0 +1,102 @@
+"""The TextGen gRPC service: a thin adapter from requests to the model store and the decode engine."""
+from __future__ import annotations
+
+import grpc
+
+from server import engine as engine_module
+from server.engine import Engine
+from server.errors import BadRequest, DecodeFailed, ModelNotFound, RequestError, ShuttingDown, TooManyStreams
+from server.store import ModelStore, ServedModel
+from textgen.v1 import textgen_pb2 as pb
+from textgen.v1 import textgen_pb2_grpc
+
+STATUS = {
+    BadRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    TooManyStreams: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ShuttingDown: grpc.StatusCode.UNAVAILABLE,
+    DecodeFailed: grpc.StatusCode.INTERNAL,
+}
+STOP_REASONS = {engine_module.LENGTH: pb.STOP_REASON_LENGTH, engine_module.SHUTDOWN: pb.STOP_REASON_SHUTDOWN}
+
+
+class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
+    def __init__(self, store: ModelStore, engine: Engine):
+        self.store = store
+        self.engine = engine
+
+    def Generate(self, request, context):
+        try:
+            model = self.store.get(request.model, request.version)
+            seed = request.seed if request.HasField("seed") else None
+            stream = self.engine.submit(model, request.prompt, request.length, request.temperature, seed)
+        except RequestError as exc:
+            _abort(context, exc)
+        # Runs when the call ends for any reason: a client that cancels or runs out of time frees
+        # its slot at once, and the engine drops its row by the next step.
+        context.add_callback(stream.cancel)
+        yield pb.GenerateResponse(start=pb.StreamStart(
+            model=model.name, version=model.version, prompt=stream.prompt, seed=stream.seed))
+        try:
+            for text in stream:
+                yield pb.GenerateResponse(text=text)
+        except RequestError as exc:
+            _abort(context, exc)
+        finally:
+            stream.cancel()  # a no-op when it ended; frees the slot when the generator is closed early
+        if stream.stop_reason in STOP_REASONS:
+            yield pb.GenerateResponse(end=pb.StreamEnd(
+                reason=STOP_REASONS[stream.stop_reason], characters=stream.produced))
+
+    def ListModels(self, request, context):
+        return pb.ListModelsResponse(models=[
+            pb.ModelSummary(name=name, versions=[m.version for m in versions], latest=model_info(versions[-1]))
+            for name, versions in self.store.list_models()
+        ])
+
+    def GetModel(self, request, context):
+        try:
+            return model_info(self.store.get(request.model, request.version))
+        except RequestError as exc:
+            _abort(context, exc)
+
+    def DeleteModel(self, request, context):
+        try:
+            deleted = self.store.delete(request.model, request.version, request.all_versions)
+        except RequestError as exc:
+            _abort(context, exc)
+        return pb.DeleteModelResponse(deleted_versions=deleted)
+
+
+def model_info(model: ServedModel) -> pb.ModelInfo:
+    """A model's meta.json as the API shows it (fields a bundle lacks stay at their defaults)."""
+    meta = model.meta
+    corpus = meta.get("corpus") or {}
+    if isinstance(corpus, str):
+        corpus = {"name": corpus}
+    numbers = {key: float(meta[key]) for key in ("loss", "val_loss", "bits_per_char", "created")
+               if meta.get(key) is not None}
+    return pb.ModelInfo(
+        name=model.name,
+        version=model.version,
+        charset_size=len(model.charset),
+        charset=model.charset.chars,
+        sample_len=model.sample_len,
+        lstm_layer_sizes=[int(units) for units in meta.get("lstm_layer_sizes") or []],
+        corpus=str(corpus.get("name") or ""),
+        corpus_sha256=str(corpus.get("sha256") or ""),
+        objective=str(meta.get("objective") or ""),
+        epochs=int(meta.get("epochs") or 0),
+        job_id=str(meta.get("job_id") or ""),
+        **numbers,
+    )
+
+
+MAX_DETAILS = 2000  # characters; a status message travels in gRPC metadata, which is capped at 8 KiB
+
+
+def _abort(context, exc: RequestError):
+    details = str(exc)
+    if len(details) > MAX_DETAILS:
+        details = details[:MAX_DETAILS] + "..."
+    context.abort(STATUS.get(type(exc), grpc.StatusCode.INTERNAL), details)

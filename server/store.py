@@ -1,0 +1,281 @@
+"""The model store: every complete bundle under ``models/<name>/<version>/``, loaded and kept current.
+
+Like TF Serving's model base path: integer version folders, "latest" is the highest one loaded.
+A background thread rescans every ``reload_seconds`` (and a lookup that misses rescans that name at
+once), so a version published by the trainer appears and a deleted one disappears without a restart.
+A bundle that fails to load is logged once and skipped: never served, never fatal.
+
+Names from requests are validated before any path is built from them, so no path leaves the store.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import threading
+import uuid
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from server.errors import BadRequest, ModelNotFound, listed, shown
+from trainer.bundle import META_FILE, SAVED_MODEL, TMP_PREFIX, BundleError, is_bundle, read_meta, validate_name
+from trainer.dataset import Charset
+
+log = logging.getLogger(__name__)
+
+SERVING_FUNCTIONS = ("predict", "start", "advance", "sample", "charset")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ServedModel:
+    """One loaded model version.
+
+    ``functions`` is the bundle's SavedModel: ``start``, ``advance``, ``predict``, ``sample`` and
+    ``charset``, each taking and returning tensors by name (trainer/bundle.py has their shapes).
+    """
+
+    name: str
+    version: int
+    path: Path
+    meta: dict
+    charset: Charset
+    sample_len: int
+    functions: object
+    _codepoints: np.ndarray = dataclasses.field(repr=False)
+
+    def encode(self, text: str) -> np.ndarray:
+        """``text`` as int32 ids ``[len(text)]`` (every character must be in the charset)."""
+        return self.charset.encode(text)
+
+    def decode(self, ids: np.ndarray) -> str:
+        """Ids ``[n]`` to text, without a Python step per character."""
+        return self._codepoints[ids].tobytes().decode("utf-32-le")
+
+    @property
+    def seed_slices(self) -> list[str]:
+        return [s for s in self.meta.get("seed_slices") or [] if s and not self.charset.missing(s)]
+
+
+def load_model(path: Path, name: str, version: int) -> ServedModel:
+    """Load the bundle at ``path`` and run its functions once; raises on anything unusable."""
+    path = Path(path)
+    meta = read_meta(path)
+    functions = tf.saved_model.load(str(path / SAVED_MODEL))
+    missing = [fn for fn in SERVING_FUNCTIONS if not hasattr(functions, fn)]
+    if missing:
+        raise BundleError(f"{path / SAVED_MODEL} lacks the serving functions {', '.join(missing)}")
+    charset = Charset(meta["charset"])
+    exported = functions.charset()["charset"].numpy().decode("utf-8")
+    if exported != charset.chars:
+        raise BundleError(f"{path}: the SavedModel's charset differs from {META_FILE}'s")
+    sample_len = int(meta["sample_len"])
+    # The first call of a restored function builds it; do that now rather than in a user's request.
+    state = functions.start(prompt=tf.zeros([1, sample_len], tf.int32), lengths=tf.ones([1], tf.int32))
+    functions.advance(**state, temperature=tf.zeros([1]), uniforms=tf.zeros([1, 1]))
+    codepoints = np.array([ord(c) for c in charset.chars], dtype="<u4")
+    return ServedModel(name, version, path, meta, charset, sample_len, functions, codepoints)
+
+
+class ModelStore:
+    """The models of ``models_dir``; ``get`` and ``list_models`` are safe from any thread."""
+
+    def __init__(self, models_dir: Path, reload_seconds: float = 2.0):
+        self.models_dir = Path(models_dir)
+        self.reload_seconds = reload_seconds
+        self._models: dict[str, dict[int, ServedModel]] = {}
+        self._lock = threading.Lock()  # guards _models
+        self._scan_lock = threading.Lock()  # one scan (or delete) of the disk at a time
+        self._failed: dict[Path, tuple] = {}  # bundles that failed to load, with their files' mtimes
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def start(self) -> "ModelStore":
+        """Load what is on disk now, then keep rescanning in the background."""
+        self.rescan()
+        self._thread = threading.Thread(target=self._rescan_loop, name="model-store", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _rescan_loop(self) -> None:
+        while not self._stop.wait(self.reload_seconds):
+            try:
+                self.rescan()
+            except Exception:  # a disk hiccup must not end reloading for good
+                log.exception("rescanning %s failed", self.models_dir)
+
+    # -- lookups ----------------------------------------------------------------------------------
+    def get(self, name: str, version: int = 0) -> ServedModel:
+        """The model ``name`` at ``version`` (0: the latest).
+
+        Raises BadRequest for a bad name or negative version, ModelNotFound (listing what there is)
+        when it is not loaded even after rescanning that name.
+        """
+        _check_name(name)
+        if version < 0:
+            raise BadRequest(f"version must be 0 (latest) or a version number >= 1, got {version}")
+        model = self._lookup(name, version)
+        if model is None:
+            self.rescan(names=[name])
+            model = self._lookup(name, version)
+        if model is None:
+            versions = self.versions(name)
+            if not versions:
+                raise ModelNotFound(f"no model named {name!r}; available models: {self._names_text()}")
+            raise ModelNotFound(
+                f"model {name!r} has no version {version}; available versions: {listed(versions)}"
+            )
+        return model
+
+    def versions(self, name: str) -> list[int]:
+        with self._lock:
+            return sorted(self._models.get(name, {}))
+
+    def list_models(self) -> list[tuple[str, list[ServedModel]]]:
+        """Every loaded model as ``(name, versions ascending)``, sorted by name."""
+        with self._lock:
+            return [(name, [by_version[v] for v in sorted(by_version)])
+                    for name, by_version in sorted(self._models.items()) if by_version]
+
+    def _lookup(self, name: str, version: int) -> ServedModel | None:
+        with self._lock:
+            by_version = self._models.get(name) or {}
+            if version == 0:
+                return by_version[max(by_version)] if by_version else None
+            return by_version.get(version)
+
+    def _names_text(self) -> str:
+        with self._lock:
+            names = sorted(name for name, by_version in self._models.items() if by_version)
+        return listed(names) if names else "none (publish one under the data directory's models/)"
+
+    # -- the disk ---------------------------------------------------------------------------------
+    def rescan(self, names: list[str] | None = None) -> None:
+        """Bring the loaded models in line with the disk (only ``names`` when given)."""
+        with self._scan_lock:
+            on_disk = self._scan_disk(names)
+            with self._lock:
+                scanned = names if names is not None else list(self._models.keys() | on_disk.keys())
+                for name in scanned:
+                    gone = self._models.get(name, {}).keys() - on_disk.get(name, {}).keys()
+                    for version in gone:
+                        log.info("model %s version %d is gone from disk; no longer served", name, version)
+                        del self._models[name][version]
+                    if name in self._models and not self._models[name]:
+                        del self._models[name]
+                new = [(name, version, path) for name, versions in on_disk.items()
+                       for version, path in versions.items() if version not in self._models.get(name, {})]
+            for name, version, path in sorted(new):
+                model = self._try_load(name, version, path)
+                if model is not None:
+                    with self._lock:
+                        self._models.setdefault(name, {})[version] = model
+
+    def _scan_disk(self, names: list[str] | None) -> dict[str, dict[int, Path]]:
+        """``{name: {version: path}}`` of the complete bundles on disk."""
+        if names is None:
+            try:
+                names = [p.name for p in self.models_dir.iterdir() if _valid_name(p.name) and p.is_dir()]
+            except FileNotFoundError:
+                names = []
+        found = {}
+        for name in names:
+            versions = {v: self.models_dir / name / str(v) for v in _version_dirs(self.models_dir / name)}
+            found[name] = {v: p for v, p in versions.items() if is_bundle(p)}
+        return found
+
+    def _try_load(self, name: str, version: int, path: Path) -> ServedModel | None:
+        signature = _files_signature(path)
+        if self._failed.get(path) == signature:
+            return None  # failed before and unchanged since: don't log it every rescan
+        try:
+            model = load_model(path, name, version)
+        except Exception as exc:  # any broken bundle is skipped, never fatal
+            self._failed[path] = signature
+            log.error("skipping model %s version %d at %s: it failed to load: %s", name, version, path, exc)
+            return None
+        self._failed.pop(path, None)
+        log.info("serving model %s version %d from %s", name, version, path)
+        return model
+
+    def delete(self, name: str, version: int = 0, all_versions: bool = False) -> list[int]:
+        """Remove one version (``version`` >= 1) or, with ``all_versions``, every version of ``name``.
+
+        Each version folder is renamed to a hidden temporary name first (so no reader sees half a
+        bundle), then removed. Returns the deleted versions, ascending.
+        """
+        _check_name(name)
+        if not all_versions and version < 1:
+            raise BadRequest(f"give the version to delete (>= 1) or set all_versions; got version {version}")
+        parent = self.models_dir / name
+        with self._scan_lock:
+            on_disk = [v for v in _version_dirs(parent) if is_bundle(parent / str(v))]
+            if not on_disk:
+                raise ModelNotFound(f"no model named {name!r}; available models: {self._names_text()}")
+            if all_versions:
+                targets = on_disk
+            elif version in on_disk:
+                targets = [version]
+            else:
+                raise ModelNotFound(
+                    f"model {name!r} has no version {version}; available versions: {listed(on_disk)}"
+                )
+            with self._lock:
+                for v in targets:
+                    self._models.get(name, {}).pop(v, None)
+                if name in self._models and not self._models[name]:
+                    del self._models[name]
+            for v in targets:
+                doomed = parent / f"{TMP_PREFIX}deleted-{v}-{uuid.uuid4().hex[:8]}"
+                os.rename(parent / str(v), doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
+                log.info("deleted model %s version %d", name, v)
+            if all_versions:
+                try:
+                    parent.rmdir()  # only when nothing else (a publish in progress) is in it
+                except OSError:
+                    pass
+        return targets
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        validate_name(name)
+    except BundleError:
+        return False
+    return True
+
+
+def _check_name(name: str) -> None:
+    if not _valid_name(name):
+        raise BadRequest(
+            f"invalid model name {shown(name)}: use 1-64 characters from a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit"
+        )
+
+
+def _version_dirs(parent: Path) -> list[int]:
+    """Version folders (named exactly ``str(version)``) under a model's folder, ascending."""
+    try:
+        names = [p.name for p in parent.iterdir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(int(n) for n in names if n.isascii() and n.isdigit() and n == str(int(n)) and int(n) > 0)
+
+
+def _files_signature(path: Path) -> tuple:
+    def mtime(p):
+        try:
+            return p.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    return mtime(path / META_FILE), mtime(path / SAVED_MODEL)

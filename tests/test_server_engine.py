@@ -1,0 +1,193 @@
+"""The decode engine and the model store, called directly (no gRPC), on real trained bundles."""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+
+import pytest
+
+from server import engine as engine_module
+from server.engine import Engine
+from server.errors import BadRequest, ModelNotFound, ShuttingDown, TooManyStreams
+from server.reference import reference_generate
+from server.store import ModelStore
+
+from .server_helpers import MODELS, copy_models, run_threads, wait_for
+
+SAMPLE_LEN = 20  # the fixture's models
+SHORT, EXACT, LONG = "KING ", "ROMEO: what say you ", "First Citizen: we are accounted poor citizens, the patricians good"
+assert len(EXACT) == SAMPLE_LEN and len(SHORT) < SAMPLE_LEN < len(LONG)
+
+
+@pytest.fixture(scope="module")
+def store(trained_bundles, tmp_path_factory):
+    store = ModelStore(copy_models(trained_bundles, tmp_path_factory.mktemp("engine-data")), reload_seconds=60)
+    yield store.start()
+    store.close()
+
+
+@pytest.fixture
+def engine():
+    engine = Engine()
+    yield engine
+    engine.shutdown(timeout=0)
+
+
+def text_of(engine, model, prompt, length, temperature, seed):
+    stream = engine.submit(model, prompt, length, temperature, seed)
+    return "".join(stream), stream
+
+
+@pytest.mark.parametrize("key", ["one", "two"])
+@pytest.mark.parametrize("prompt", [SHORT, EXACT, LONG], ids=["shorter", "equal", "longer"])
+def test_greedy_text_equals_the_reference_loop_character_for_character(store, engine, key, prompt):
+    model = store.get(MODELS[key])
+    text, stream = text_of(engine, model, prompt, 150, 0.0, seed=1)
+    assert text == reference_generate(model, prompt, 150, 0.0, seed=1)
+    assert (stream.stop_reason, stream.produced) == (engine_module.LENGTH, 150)
+
+
+@pytest.mark.parametrize("key", ["one", "two"])
+def test_seeded_sampling_equals_the_reference_and_ignores_63_other_streams(store, engine, key):
+    model = store.get(MODELS[key])
+    alone, _ = text_of(engine, model, SHORT, 200, 0.8, seed=1234)
+    assert alone == reference_generate(model, SHORT, 200, 0.8, seed=1234)
+
+    rng = random.Random(5)
+    others = [(rng.choice([SHORT, LONG, ""]), rng.randint(20, 400), rng.choice([0.0, 0.5, 1.0, 1.5]), rng.randrange(2**63))
+              for _ in range(63)]
+    jobs = others[:30] + [(SHORT, 200, 0.8, 1234)] + others[30:]
+    streams = [engine.submit(model, *job) for job in jobs]
+    texts = run_threads(lambda s: "".join(s), [(s,) for s in streams])
+    assert texts[30] == alone
+    assert [len(t) for t in texts] == [job[1] for job in jobs]
+
+
+def test_text_does_not_depend_on_how_steps_are_chunked(store):
+    model = store.get(MODELS["two"])
+    texts = []
+    for chunk, first_chunk in ((16, 4), (7, 1), (64, 64)):
+        engine = Engine(chunk=chunk, first_chunk=first_chunk)
+        texts.append(text_of(engine, model, LONG, 101, 0.9, seed=77)[0])
+        engine.shutdown(0)
+    assert texts[0] == texts[1] == texts[2]
+
+
+@pytest.mark.parametrize("length", [1, 3, 4, 5, 16, 17, 33])
+def test_a_stream_produces_exactly_the_length_asked_for(store, engine, length):
+    text, stream = text_of(engine, store.get(MODELS["one"]), SHORT, length, 0.5, seed=3)
+    assert len(text) == stream.produced == length
+    assert stream.stop_reason == engine_module.LENGTH
+
+
+def test_empty_prompt_uses_the_seed_slice_the_seed_picks(store, engine):
+    model = store.get(MODELS["one"])
+    slices = model.meta["seed_slices"]
+    for seed in (0, 1, 2, 7):
+        text, stream = text_of(engine, model, "", 40, 0.0, seed=seed)
+        assert stream.prompt == slices[seed % len(slices)]
+        assert text == reference_generate(model, stream.prompt, 40, 0.0, seed=seed)
+
+
+def test_a_stream_without_seed_reports_the_one_drawn_and_it_reproduces_the_text(store, engine):
+    model = store.get(MODELS["one"])
+    text, stream = text_of(engine, model, SHORT, 80, 1.0, seed=None)
+    assert isinstance(stream.seed, int) and stream.seed >= 0
+    assert text_of(engine, model, SHORT, 80, 1.0, seed=stream.seed)[0] == text
+
+
+def test_200_streams_cancelled_midway_leave_no_active_stream(store, engine):
+    model = store.get(MODELS["two"])
+    streams = [engine.submit(model, SHORT, 10_000, 0.7, seed=i) for i in range(200)]
+    firsts = [next(iter(s)) for s in streams[::10]]  # let some of them produce text first
+    assert all(firsts)
+    for stream in streams:
+        stream.cancel()
+    assert all(s.stop_reason == engine_module.CANCELLED for s in streams)
+    assert wait_for(lambda: engine.active_streams() == 0, timeout=10)
+    assert all(s.produced < 10_000 for s in streams)
+
+
+def test_streams_past_the_limit_are_refused_until_a_slot_frees(store):
+    engine = Engine(max_streams=2)
+    model = store.get(MODELS["one"])
+    running = [engine.submit(model, SHORT, 10_000, 0.5, seed=i) for i in range(2)]
+    with pytest.raises(TooManyStreams, match="limit of concurrent streams is 2"):
+        engine.submit(model, SHORT, 10, 0.5)
+    running[0].cancel()  # frees its slot at once, before the engine's next step
+    assert len("".join(engine.submit(model, SHORT, 10, 0.5))) == 10
+    engine.shutdown(0)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(length=0), "length must be between 1 and 100 characters, got 0"),
+    (dict(length=101), "length must be between 1 and 100 characters, got 101"),
+    (dict(temperature=-0.5), "temperature must be a finite number >= 0 (0 = greedy), got -0.5"),
+    (dict(temperature=float("nan")), "got nan"),
+    (dict(temperature=float("inf")), "got inf"),
+    (dict(prompt="x" * 51), "the prompt has 51 characters, at most 50 are allowed"),
+    (dict(prompt="café\t"), "'\\t' (U+0009), 'é' (U+00E9)"),
+    (dict(seed=-1), "seed must be between 0 and 2**64 - 1, got -1"),
+])
+def test_bad_values_are_refused_naming_the_value(store, change, message):
+    engine = Engine(max_length=100, max_prompt=50)
+    request = dict(prompt=SHORT, length=10, temperature=0.5, seed=1) | change
+    with pytest.raises(BadRequest) as caught:
+        engine.submit(store.get(MODELS["one"]), **request)
+    assert message in str(caught.value)
+    assert engine.active_streams() == 0
+    engine.shutdown(0)
+
+
+def test_shutdown_ends_running_streams_with_reason_shutdown_and_refuses_new_ones(store):
+    engine = Engine(max_length=10**7)
+    model = store.get(MODELS["one"])
+    stream = engine.submit(model, SHORT, 10**7, 0.5, seed=1)
+    first = next(iter(stream))
+    engine.shutdown(timeout=0.2)
+    rest = "".join(stream)
+    assert stream.stop_reason == engine_module.SHUTDOWN
+    assert 0 < len(first + rest) == stream.produced < 10**7
+    with pytest.raises(ShuttingDown):
+        engine.submit(model, SHORT, 10, 0.5)
+
+
+def test_shutdown_lets_streams_that_finish_in_time_finish(store):
+    engine = Engine()
+    stream = engine.submit(store.get(MODELS["one"]), SHORT, 300, 0.5, seed=1)
+    threading.Thread(target=engine.shutdown, args=(10.0,)).start()
+    assert len("".join(stream)) == 300 and stream.stop_reason == engine_module.LENGTH
+
+
+# -- the store -------------------------------------------------------------------------------------
+
+def test_store_serves_complete_bundles_and_skips_broken_and_temporary_ones(trained_bundles, tmp_path, caplog):
+    models_dir = copy_models(trained_bundles, tmp_path)
+    broken = models_dir / "broken" / "1"
+    (broken / "saved_model").mkdir(parents=True)
+    (broken / "meta.json").write_text(json.dumps({"charset": "ab", "sample_len": 3}))
+    (models_dir / "shake-one" / ".tmp-staged-1234").mkdir()
+    (models_dir / "shake-one" / "2").mkdir()  # a version being claimed: not complete yet
+    (models_dir / ".tmp-x").mkdir()
+    with caplog.at_level(logging.ERROR, logger="server.store"):
+        store = ModelStore(models_dir).start()
+    try:
+        assert [(name, [m.version for m in versions]) for name, versions in store.list_models()] == [
+            ("shake-one", [1]), ("shake-two", [1])]
+        assert "skipping model broken version 1" in caplog.text
+        with pytest.raises(ModelNotFound, match="no model named 'broken'; available models: shake-one, shake-two"):
+            store.get("broken")
+        store.rescan()  # a broken bundle that did not change is not retried (nor logged) again
+        assert caplog.text.count("skipping model broken") == 1
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("name", ["../shake-one", "Shake", ".tmp-x", "", "a" * 65, "shake one", "/etc"])
+def test_store_refuses_bad_names_before_building_a_path(store, name):
+    with pytest.raises(BadRequest, match="invalid model name"):
+        store.get(name)
+    with pytest.raises(BadRequest, match="invalid model name"):
+        store.delete(name, 1)
