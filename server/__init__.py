@@ -6,3 +6,5 @@
 - ``service``: the TextGen servicer; ``training_service``: the Training servicer;
 - ``app``: wiring (health, reflection, auth, TLS, graceful shutdown); ``config``: settings from the environment.
 """
+
+import trainer  # noqa: E402,F401  (imports TensorFlow with its C++ start-up lines kept off stderr)

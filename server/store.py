@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from server.errors import BadRequest, ModelNotFound, listed, shown
-from trainer.bundle import META_FILE, SAVED_MODEL, TMP_PREFIX, BundleError, is_bundle, read_meta, validate_name
+from trainer.bundle import LAST_VERSION_FILE, META_FILE, SAVED_MODEL, TMP_PREFIX, BundleError, is_bundle, read_meta, validate_name
 from trainer.dataset import Charset
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,8 @@ class ModelStore:
                 os.rename(parent / str(v), doomed)
                 shutil.rmtree(doomed, ignore_errors=True)
                 log.info("deleted model %s version %d", name, v)
-            if all_versions:
+            if all_versions:  # the model is gone as a whole: its numbering starts again
+                (parent / LAST_VERSION_FILE).unlink(missing_ok=True)
                 try:
                     parent.rmdir()  # only when nothing else (a publish in progress) is in it
                 except OSError:

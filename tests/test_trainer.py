@@ -224,8 +224,11 @@ def test_publish_numbers_versions_and_leaves_no_temporary_directory(text, tmp_pa
     result = train(text, TrainConfig(lstm_layer_sizes=(8,), **TINY))
     assert bundle.publish(result.model, result.meta, tmp_path, "shake")[1] == 1
     assert bundle.publish(result.model, result.meta, tmp_path, "shake")[1] == 2
-    assert sorted(p.name for p in (tmp_path / "shake").iterdir()) == ["1", "2"]
+    assert sorted(p.name for p in (tmp_path / "shake").iterdir()) == [".last-version", "1", "2"]
     assert json.loads((tmp_path / "shake" / "2" / "meta.json").read_text())["version"] == 2
+    import shutil
+    shutil.rmtree(tmp_path / "shake" / "2")  # deleting the latest version does not free its number
+    assert bundle.publish(result.model, result.meta, tmp_path, "shake")[1] == 3
 
 
 def test_an_interrupted_save_leaves_no_bundle_behind(text, tmp_path):

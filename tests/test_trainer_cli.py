@@ -55,7 +55,7 @@ def test_train_publishes_numbered_versions_under_a_name(corpus_file, tmp_path, c
     assert main(["train", str(corpus_file), *TINY_FLAGS, "--name", "shake"]) == 0
     assert main(["train", str(corpus_file), *TINY_FLAGS, "--epochs", "1", "--name", "shake",
                  "--from", "shake"]) == 0
-    assert sorted(p.name for p in (tmp_path / "data/models/shake").iterdir()) == ["1", "2"]
+    assert sorted(p.name for p in (tmp_path / "data/models/shake").iterdir()) == [".last-version", "1", "2"]
     assert "published shake version 2" in capsys.readouterr().err
     assert main(["gen", "shake:1", "--gen-length", "5", "--temperature", "0"]) == 0
 

@@ -23,14 +23,10 @@ import time
 import uuid
 from pathlib import Path
 
-import keras
-import tensorflow as tf
-
 from trainer.dataset import Charset
-from trainer.decode import PipelinedDecoder
-from trainer.model import OneHot  # noqa: F401  (registers the layer for loading)
-from trainer.model import with_objective
-from trainer.sampling import sample_ids
+
+# The server reads bundles with this module; the model, decoder and Keras imports stay inside the
+# functions that write or load Keras models, so reading a bundle never loads training code.
 
 FORMAT = "textgen-bundle/1"
 SAVED_MODEL = "saved_model"
@@ -38,6 +34,7 @@ KERAS_FILE = "model.keras"
 META_FILE = "meta.json"
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 TMP_PREFIX = ".tmp-"
+LAST_VERSION_FILE = ".last-version"  # numbers are never reused, even after a version is deleted
 
 
 class BundleError(ValueError):
@@ -55,6 +52,13 @@ def validate_name(name: str) -> str:
 
 def export_saved_model(model, sample_len: int, charset: Charset, path: Path) -> None:
     """Write ``model`` (either objective) as a SavedModel with the serving functions at ``path``."""
+    import keras
+    import tensorflow as tf
+
+    from trainer.decode import PipelinedDecoder
+    from trainer.model import with_objective
+    from trainer.sampling import sample_ids
+
     model = with_objective(model, all_positions=False)
     decoder = PipelinedDecoder(model, sample_len)
     state_spec = tf.TensorSpec([None, sample_len, decoder.state_size], tf.float32, name="state")
@@ -108,6 +112,8 @@ def write_bundle(model, meta: dict, dest: Path) -> Path:
     tmp = dest.parent / f"{TMP_PREFIX}{dest.name}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
+        from trainer.model import with_objective
+
         charset = Charset(meta["charset"])
         export_saved_model(model, meta["sample_len"], charset, tmp / SAVED_MODEL)
         with_objective(model, all_positions=False).save(tmp / KERAS_FILE)
@@ -145,7 +151,7 @@ def publish(model, meta: dict, models_dir: Path, name: str) -> tuple[Path, int]:
     staged = write_bundle(model, {**meta, "name": name}, parent / f"{TMP_PREFIX}staged-{uuid.uuid4().hex[:8]}")
     try:
         while True:
-            version = max(list_versions(parent), default=0) + 1
+            version = max(list_versions(parent) + [_last_version(parent)]) + 1
             final = parent / str(version)
             meta_path = staged / META_FILE
             staged_meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -156,10 +162,28 @@ def publish(model, meta: dict, models_dir: Path, name: str) -> tuple[Path, int]:
             except FileExistsError:
                 continue
             os.rename(staged, final)  # replaces the empty directory we just made, atomically
+            _record_last_version(parent, version)
             return final, version
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
+
+
+def _last_version(parent: Path) -> int:
+    """The highest version ever published under ``parent``, deleted ones included (0: none)."""
+    try:
+        return int((parent / LAST_VERSION_FILE).read_text().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _record_last_version(parent: Path, version: int) -> None:
+    """Remember ``version`` so a deleted version's number is never given to another model."""
+    if version <= _last_version(parent):
+        return
+    tmp = parent / f"{TMP_PREFIX}last-version-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(f"{version}\n")
+    os.replace(tmp, parent / LAST_VERSION_FILE)
 
 
 def list_versions(parent: Path) -> list[int]:
@@ -201,6 +225,10 @@ def bundle_dir(path: Path) -> Path:
 
 def load_keras(path: Path):
     """The bundle's Keras model and meta, for continued training or local generation."""
+    import keras
+
+    from trainer.model import OneHot  # noqa: F401  (registers the layer for safe-mode loading)
+
     path = bundle_dir(path)
     meta = read_meta(path)
     try:
