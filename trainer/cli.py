@@ -149,10 +149,10 @@ def cmd_train(args) -> int:
             print(f"training on {text_source.name} ({len(text_source.text):,} characters)"
                   + (f", resuming after epoch {resumed}" if resumed else ""), file=sys.stderr)
         elif kind == "batch":
-            if bar is None:
-                bar = tqdm(disable=None, total=event["batches"], desc=f"epoch {event['epoch']}/{cfg.epochs}", unit="batch",
-                           file=sys.stderr, leave=False, dynamic_ncols=True)
-            bar.update(1)
+            if bar is None:  # counts examples, so its rate reads as examples per second
+                bar = tqdm(disable=None, total=cfg.examples_per_epoch, desc=f"epoch {event['epoch']}/{cfg.epochs}",
+                           unit="ex", file=sys.stderr, leave=False, dynamic_ncols=True)
+            bar.update(min(cfg.batch_size, cfg.examples_per_epoch - bar.n))
             bar.set_postfix(loss=f"{event['loss']:.4f}", refresh=False)
         elif kind == "epoch":
             if bar is not None:
