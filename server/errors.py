@@ -42,3 +42,14 @@ def listed(items, limit: int = 20) -> str:
     items = [str(item) for item in items]
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
+
+
+MAX_DETAILS = 2000  # characters; a status message travels in gRPC metadata, which is capped at 8 KiB
+
+
+def abort(context, code, exc: Exception):
+    """End the call with ``code`` and ``exc``'s message, cut to what gRPC metadata can carry."""
+    details = str(exc)
+    if len(details) > MAX_DETAILS:
+        details = details[:MAX_DETAILS] + "..."
+    context.abort(code, details)

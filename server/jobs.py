@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from server.errors import BadRequest, ModelNotFound, RequestError
+from server.errors import BadRequest, ModelNotFound, RequestError, shown
 from trainer import bundle, config, corpus
 from trainer import job as record
 from trainer.dataset import Charset, describe_chars
@@ -150,12 +150,12 @@ class Jobs:
             return spec
         if corpus.UPLOAD_ID.fullmatch(spec):
             if not (config.corpora_dir() / "uploads" / f"{spec}.txt").is_file():
-                raise CorpusMissing(f"no uploaded corpus {spec!r} (see ListCorpora; upload the text with UploadCorpus)")
+                raise CorpusMissing(f"no uploaded corpus {shown(spec)} (see ListCorpora; upload the text with UploadCorpus)")
             return spec
         if "/" in spec or "\\" in spec or spec.startswith("."):
-            raise BadRequest(f"corpus {spec!r} looks like a file path; the server does not read its own files "
+            raise BadRequest(f"corpus {shown(spec)} looks like a file path; the server does not read its own files "
                              "for a request: upload the file (UploadCorpus, `client upload PATH`) and pass its id")
-        raise BadRequest(f"unknown corpus {spec!r}: built-in corpora are {', '.join(sorted(corpus.BUILTINS))}; "
+        raise BadRequest(f"unknown corpus {shown(spec)}: built-in corpora are {', '.join(sorted(corpus.BUILTINS))}; "
                          "an uploaded corpus is named by its id (upload-<16 hex digits>, see ListCorpora)")
 
     def _default_model_name(self, spec: str) -> str:
@@ -182,9 +182,9 @@ class Jobs:
         complete = [v for v in bundle.list_versions(self.models_dir / name)
                     if bundle.is_bundle(self.models_dir / name / str(v))]
         if not complete:
-            raise ModelNotFound(f"model {name!r} not found: there is no model of that name to continue training")
+            raise ModelNotFound(f"model {shown(name)} not found: there is no model of that name to continue training")
         if version and version not in complete:
-            raise ModelNotFound(f"model {name!r} has no version {version}; it has {', '.join(map(str, complete))}")
+            raise ModelNotFound(f"model {shown(name)} has no version {version}; it has {', '.join(map(str, complete))}")
         return name, version or complete[-1]
 
     def _check_against_text(self, spec: str, cfg: TrainConfig, parent) -> None:
@@ -203,7 +203,7 @@ class Jobs:
                 missing = charset.missing(text)
                 if missing:
                     raise PreconditionFailed(
-                        f"corpus {spec!r} has {len(missing)} characters that model {parent[0]!r} version "
+                        f"corpus {shown(spec)} has {len(missing)} characters that model {parent[0]!r} version "
                         f"{parent[1]} was not trained on: {describe_chars(missing)}; continue on text made of "
                         "the model's characters, or train a new model")
             charset_size = len(charset)
@@ -216,7 +216,7 @@ class Jobs:
         except OptionError as exc:
             raise BadRequest(f"bad training options: {exc}") from None
         if text is not None and len(text) < sample_len + 2:
-            raise BadRequest(f"corpus {spec!r} has {len(text)} characters; training with sample length "
+            raise BadRequest(f"corpus {shown(spec)} has {len(text)} characters; training with sample length "
                              f"{sample_len} needs at least {sample_len + 2}")
 
     def _local_text(self, spec: str) -> str | None:
@@ -228,7 +228,7 @@ class Jobs:
         except corpus.CorpusNotFound as exc:
             raise CorpusMissing(str(exc)) from None
         except corpus.CorpusError as exc:
-            raise BadRequest(f"corpus {spec!r} cannot be used: {exc}") from None
+            raise BadRequest(f"corpus {shown(spec)} cannot be used: {exc}") from None
 
     # ---- read, cancel, watch -------------------------------------------------------------------
 
@@ -238,10 +238,10 @@ class Jobs:
 
     def _get(self, job_id: str) -> dict:
         if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
-            raise BadRequest(f"job id must be 1-128 characters from A-Z, a-z, 0-9, '.', '_', '-', got {job_id!r}")
+            raise BadRequest(f"job id must be 1-128 characters from A-Z, a-z, 0-9, '.', '_', '-', got {shown(job_id)}")
         summary = record.read_summary(self.redis, job_id)
         if summary is None:
-            raise JobNotFound(f"job {job_id!r} not found (jobs are kept {record.RETENTION_SECONDS // 86400} days "
+            raise JobNotFound(f"job {shown(job_id)} not found (jobs are kept {record.RETENTION_SECONDS // 86400} days "
                               "after they end; see ListJobs)")
         return self._reconcile(summary)
 

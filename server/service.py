@@ -5,7 +5,7 @@ import grpc
 
 from server import engine as engine_module
 from server.engine import Engine
-from server.errors import BadRequest, DecodeFailed, ModelNotFound, RequestError, ShuttingDown, TooManyStreams
+from server.errors import abort, BadRequest, DecodeFailed, ModelNotFound, RequestError, ShuttingDown, TooManyStreams
 from server.store import ModelStore, ServedModel
 from textgen.v1 import textgen_pb2 as pb
 from textgen.v1 import textgen_pb2_grpc
@@ -92,11 +92,7 @@ def model_info(model: ServedModel) -> pb.ModelInfo:
     )
 
 
-MAX_DETAILS = 2000  # characters; a status message travels in gRPC metadata, which is capped at 8 KiB
 
 
 def _abort(context, exc: RequestError):
-    details = str(exc)
-    if len(details) > MAX_DETAILS:
-        details = details[:MAX_DETAILS] + "..."
-    context.abort(STATUS.get(type(exc), grpc.StatusCode.INTERNAL), details)
+    abort(context, STATUS.get(type(exc), grpc.StatusCode.INTERNAL), exc)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import grpc
 
-from server.errors import BadRequest, ModelNotFound, RequestError
+from server.errors import BadRequest, ModelNotFound, RequestError, abort
 from server.jobs import CorpusMissing, JobNotFound, Jobs, PreconditionFailed, QueueUnavailable
 from textgen.v1 import textgen_pb2 as pb
 from textgen.v1 import textgen_pb2_grpc
@@ -83,7 +83,7 @@ class _status:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None and issubclass(exc_type, RequestError):
-            self.context.abort(STATUS.get(exc_type, grpc.StatusCode.INTERNAL), str(exc))
+            abort(self.context, STATUS.get(exc_type, grpc.StatusCode.INTERNAL), exc)
         return False
 
 

@@ -44,7 +44,7 @@ class BundleError(ValueError):
 def validate_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise BundleError(
-            f"invalid model name {name!r}: use 1-64 characters from a-z, 0-9, '.', '_', '-', "
+            f"invalid model name {_short(name)}: use 1-64 characters from a-z, 0-9, '.', '_', '-', "
             "starting with a letter or digit"
         )
     return name
@@ -125,6 +125,11 @@ def write_bundle(model, meta: dict, dest: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
 
 
 def save_to_path(model, meta: dict, path: Path) -> Path:

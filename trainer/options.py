@@ -57,7 +57,7 @@ class TrainConfig:
         _float_in("validation split", self.validation_split, 0.0, 1.0, high_open=True)
         _int_in("display length", self.display_length, 0, MAX_DISPLAY_LENGTH)
         if self.objective not in OBJECTIVES:
-            raise OptionError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+            raise OptionError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r:.80}")
         if self.seed is not None:
             _int_in("seed", self.seed, 0, 2**63 - 1)
         if charset_size is not None:

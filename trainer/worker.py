@@ -41,6 +41,7 @@ DEFAULT_LIVENESS_TTL = 15.0  # seconds without a sign of life before a worker's 
 JOB_MONITORING_INTERVAL = 10  # RQ's heartbeat of a running job (its own dead-worker timeout is this + 60)
 MAINTENANCE_INTERVAL = 60  # RQ's registry maintenance (jobs stuck between queue and start, expired entries)
 REDIS_WAIT_SECONDS = 60
+REDIS_RETRIES = 30  # with backoff capped at 1 s: a Redis that is back within ~25 s loses no worker
 _PR_SET_PDEATHSIG = 1
 
 
@@ -219,8 +220,14 @@ class Liveness(threading.Thread):
 def connect(url: str, wait_seconds: float):
     """A Redis client for ``url``, waiting up to ``wait_seconds`` for the server to answer."""
     import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
 
-    client = redis.Redis.from_url(url)
+    # A Redis restart (appendonly on, back within seconds) must not end the worker or its job: every
+    # command, in the worker and in the forked work horse, retries (REDIS_RETRIES, backoff to 1 s).
+    retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), REDIS_RETRIES)
+    client = redis.Redis.from_url(url, retry=retry, retry_on_error=[redis.exceptions.ConnectionError,
+                                                                    redis.exceptions.TimeoutError])
     deadline = time.monotonic() + wait_seconds
     warned = False
     while True:

@@ -527,12 +527,5 @@ def test_long_bad_values_get_invalid_argument_with_a_short_message_textgen(fuzz)
     _check_long_values(fuzz, "TextGen")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Training error messages echo the whole bad value (server/jobs.py: job ids in Jobs._get "
-    "'got {job_id!r}', corpus names in Jobs._corpus_spec, trainer/bundle.py validate_name "
-    "'invalid model name {name!r}' for model_name/from_model, trainer/options.py objective), so a value of "
-    "~8 KiB or more (well under the 4 MiB request limit) makes a status message over gRPC's 8 KiB metadata "
-    "limit and the client gets RESOURCE_EXHAUSTED 'Stream removed (received metadata size exceeds ...)' "
-    "instead of INVALID_ARGUMENT; shorten echoed values as server/errors.py shown() does for TextGen"))
 def test_long_bad_values_get_invalid_argument_with_a_short_message_training(fuzz):
     _check_long_values(fuzz, "Training")

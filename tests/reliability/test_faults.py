@@ -258,16 +258,6 @@ def test_unwritable_model_folder_during_the_save_fails_the_job_and_keeps_the_pre
     assert on_disk == ["1"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a Redis restart (SIGKILL, back 1 s later) kills the training worker: the work horse's next Redis "
-    "call raises ConnectionError (trainer/job.py record_event via _on_event, no retry) so the attempt fails "
-    "as 'internal error: ConnectionError', and the worker process itself exits with 'found an unhandled "
-    "exception, quitting' (rq monitor_work_horse -> ConnectionError, through trainer/worker.py execute_job). "
-    "Under Docker Compose (restart: unless-stopped) a new worker reaps and resumes the job; under "
-    "deploy/local/stack.sh nothing restarts the worker and the job stays 'started' for good. Retry Redis "
-    "calls with backoff (redis.Redis(retry=Retry(ExponentialBackoff(), N), retry_on_error=[ConnectionError, "
-    "TimeoutError]) in trainer/worker.py connect and the horse) and keep the worker loop alive on "
-    "ConnectionError"))
 def test_a_worker_survives_a_redis_restart_without_being_restarted(stack):
     """Last in the module: when it fails, the worker is gone and its job is left to the teardown."""
     stack.workers.paused = True  # no supervisor: as deploy/local/stack.sh runs the worker
