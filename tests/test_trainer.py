@@ -281,3 +281,27 @@ def test_a_model_too_large_for_memory_is_refused_with_its_size():
 def test_parameter_count_is_keras_count():
     from trainer.model import parameter_count
     assert parameter_count(10, (16, 8)) == build_model(10, (16, 8)).count_params()
+
+
+def test_a_full_disk_or_read_only_volume_is_a_bundle_error_naming_the_folder(text, tmp_path):
+    result = train(text, TrainConfig(lstm_layer_sizes=(8,), **TINY))
+    blocked = tmp_path / "models"
+    blocked.write_text("a file where the models folder should be")
+    with pytest.raises(bundle.BundleError, match=r"cannot write the model bundle in .*models/m"):
+        bundle.publish(result.model, result.meta, blocked, "m")
+
+
+def test_leftovers_of_killed_publishes_are_swept_once_old(tmp_path):
+    parent = tmp_path / "m"
+    (parent / "1").mkdir(parents=True)
+    (parent / "1" / "meta.json").write_text("{}")  # a real version: kept
+    (parent / "2").mkdir()  # claimed, never filled
+    (parent / ".tmp-staged-abc").mkdir()
+    (parent / ".last-version").write_text("2\n")
+    old = time.time() - 7200
+    for entry in parent.iterdir():
+        os.utime(entry, (old, old))
+    assert bundle.sweep_leftovers(tmp_path, older_than=3600) != []
+    assert sorted(p.name for p in parent.iterdir()) == [".last-version", "1"]
+    (parent / ".tmp-fresh").mkdir()  # a publish in progress now: left alone
+    assert bundle.sweep_leftovers(tmp_path, older_than=3600) == []

@@ -109,7 +109,7 @@ def write_bundle(model, meta: dict, dest: Path) -> Path:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f"{TMP_PREFIX}{dest.name}-{uuid.uuid4().hex[:8]}"
+    tmp = dest.parent / f"{TMP_PREFIX}{dest.name.removeprefix(TMP_PREFIX)}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
         from trainer.model import with_objective
@@ -121,6 +121,9 @@ def write_bundle(model, meta: dict, dest: Path) -> Path:
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         _fsync_tree(tmp)
         os.rename(tmp, dest)
+    except OSError as exc:  # a full disk, a read-only volume: say where, keep nothing half-written
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BundleError(f"cannot write the model bundle in {dest.parent}: {exc.strerror or exc}") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -152,7 +155,10 @@ def publish(model, meta: dict, models_dir: Path, name: str) -> tuple[Path, int]:
     """Publish under ``models_dir/name/<next version>/``; returns (path, version)."""
     validate_name(name)
     parent = Path(models_dir) / name
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BundleError(f"cannot write the model bundle in {parent}: {exc.strerror or exc}") from exc
     staged = write_bundle(model, {**meta, "name": name}, parent / f"{TMP_PREFIX}staged-{uuid.uuid4().hex[:8]}")
     try:
         while True:
@@ -189,6 +195,23 @@ def _record_last_version(parent: Path, version: int) -> None:
     tmp = parent / f"{TMP_PREFIX}last-version-{uuid.uuid4().hex[:8]}"
     tmp.write_text(f"{version}\n")
     os.replace(tmp, parent / LAST_VERSION_FILE)
+
+
+def sweep_leftovers(models_dir: Path, older_than: float = 3600.0) -> list[Path]:
+    """Remove what killed publishers left behind: ``.tmp-*`` entries and empty version folders
+    (claimed, never filled) older than ``older_than`` seconds. Returns what was removed."""
+    removed, now = [], time.time()
+    for parent in Path(models_dir).glob("*/"):
+        for entry in parent.iterdir():
+            leftover = entry.name.startswith(TMP_PREFIX) or (
+                entry.name.isdigit() and entry.is_dir() and not any(entry.iterdir()))
+            try:
+                if leftover and now - entry.lstat().st_mtime > older_than:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                    removed.append(entry)
+            except OSError:
+                continue  # gone already, or not ours to remove: the next sweep tries again
+    return removed
 
 
 def list_versions(parent: Path) -> list[int]:

@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 
-from trainer import config
+from trainer import bundle, config
 from trainer import job as training_job
 
 log = logging.getLogger("trainer.worker")  # also when run as __main__
@@ -290,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     worker = _worker_class()(
         [config.QUEUE_NAME], name=name, connection=redis, serializer=JSONSerializer,
         job_monitoring_interval=JOB_MONITORING_INTERVAL, maintenance_interval=MAINTENANCE_INTERVAL)
+    for leftover in bundle.sweep_leftovers(config.models_dir()):
+        print(f"removed {leftover}, left by a publish that did not finish", file=sys.stderr)
     liveness = Liveness(connect(url, 0), name, config.QUEUE_NAME, args.liveness_ttl)
     liveness.beat()
     liveness.start()
