@@ -20,6 +20,8 @@ def free_port() -> int:
 class RedisServer:
     """``start()`` a redis-server in ``folder``; ``url`` to reach it; ``stop()`` it (idempotent)."""
 
+    appendonly = False  # a persistent server (appendfsync always) survives a SIGKILL with its data
+
     def __init__(self, folder: Path, password: str | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -38,7 +40,8 @@ class RedisServer:
 
     def start(self) -> "RedisServer":
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-                "--save", "", "--appendonly", "no", "--protected-mode", "yes"]
+                "--save", "", "--protected-mode", "yes"]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]
         if self.password:
             args += ["--requirepass", self.password]
         log = (self.folder / "redis.log").open("ab")
@@ -47,7 +50,7 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {self.folder / 'redis.log'}")
-            if self._answers():
+            if self._ready():
                 return self
             time.sleep(0.05)
         self.stop()
@@ -68,6 +71,9 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+    def _ready(self) -> bool:
+        return self._answers()
 
     def _answers(self) -> bool:
         try:

@@ -3,11 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +12,7 @@ import tensorflow as tf
 from trainer import bundle
 from trainer.decode import PipelinedDecoder
 from trainer.dataset import Charset, DatasetError, TextDataset, window_starts
-from trainer.model import build_model, compile_model, with_objective
+from trainer.model import build_model
 from trainer.options import OptionError, TrainConfig
 from trainer.sampling import Uniforms, sample_ids
 from trainer.training import CharsetMismatch, generate_ids, train

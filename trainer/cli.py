@@ -116,7 +116,7 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from trainer import bundle, config, corpus, training
-    from trainer.options import OptionError, TrainConfig, parse_layer_sizes
+    from trainer.options import TrainConfig, parse_layer_sizes
 
     cfg = TrainConfig(
         lstm_layer_sizes=parse_layer_sizes(args.lstm_layer_size), sample_len=args.sample_len,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import grpc
 
-from tests.redis_helpers import REDIS_SERVER, START_TIMEOUT_S, RedisServer
-from tests.server_helpers import MODELS
+from tests.redis_helpers import RedisServer
+from tests.server_helpers import MODELS, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
@@ -33,12 +33,7 @@ def rss_kb(pid: int) -> int:
 
 def wait_until(condition, timeout: float, interval: float = 0.05):
     """Poll ``condition()`` until it is truthy or ``timeout`` seconds pass; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
+    return wait_for(condition, timeout, interval)
 
 
 def copy_bundle(trained_bundles, key: str, models_dir: Path, name: str, version: int = 1) -> Path:
@@ -149,22 +144,9 @@ class PersistentRedis(RedisServer):
     """A redis-server with the append-only file on (``appendfsync always``), that can be killed and
     started again on the same port and directory."""
 
-    def start(self) -> "PersistentRedis":
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-                "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes"]
-        log = (self.folder / "redis.log").open("ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {self.folder / 'redis.log'}")
-            if self._answers_loaded():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"redis-server did not answer on {self.address} within {START_TIMEOUT_S} s")
+    appendonly = True
 
-    def _answers_loaded(self) -> bool:
+    def _ready(self) -> bool:
         if not self._answers():
             return False
         try:
