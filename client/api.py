@@ -214,6 +214,9 @@ class Generation:
                     self.end = response.end
         except grpc.RpcError as exc:
             raise self._client._error(exc) from None
+        finally:
+            if self.end is None:  # the caller stopped early: free the server's stream slot now
+                self._responses.cancel()
 
     @property
     def text(self) -> str:

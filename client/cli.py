@@ -17,6 +17,7 @@ import sys
 import time
 
 from client.api import Client, TextgenError
+from textgen.v1 import textgen_pb2 as pb
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -153,6 +154,12 @@ def cmd_generate(client: Client, args) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    if stream.end is None or stream.end.reason != pb.STOP_REASON_LENGTH:
+        produced = stream.end.characters if stream.end is not None else "an unknown number of"
+        why = "it is shutting down" if stream.end is not None and stream.end.reason == pb.STOP_REASON_SHUTDOWN \
+            else "the stream ended early"
+        print(f"error: the server stopped after {produced} characters: {why}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
@@ -300,8 +307,6 @@ def _layer_sizes(text: str) -> list[int]:
 
 
 def _state(value: int) -> str:
-    from textgen.v1 import textgen_pb2 as pb
-
     return pb.JobState.Name(value).removeprefix("JOB_STATE_").lower()
 
 

@@ -24,7 +24,7 @@ TEXTGEN_SERVICE = textgen_pb2.DESCRIPTOR.services_by_name["TextGen"].full_name
 TRAINING_SERVICE = textgen_pb2.DESCRIPTOR.services_by_name["Training"].full_name
 # Streams wait on their queues, not on the CPU: give every allowed stream a thread, plus some for
 # the unary calls.
-SPARE_THREADS = 16
+SPARE_THREADS = 64  # threads beyond max_streams, for WatchJob, uploads and unary calls
 
 
 class StartupError(RuntimeError):
@@ -40,9 +40,13 @@ class TextGenServer:
         self.engine = Engine(settings.max_streams, settings.max_length, settings.max_prompt)
         interceptors = [TokenAuth(read_tokens(settings.tokens_file))] if settings.tokens_file else []
         interceptors.append(MalformedRequests())
+        # Every open call holds a thread (streams wait on their queue, WatchJob on Redis). Past the
+        # pool's size a call is refused with RESOURCE_EXHAUSTED at once rather than queued unseen.
+        threads = settings.max_streams + SPARE_THREADS
         self.grpc_server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=settings.max_streams + SPARE_THREADS, thread_name_prefix="grpc"),
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
             interceptors=interceptors,
+            maximum_concurrent_rpcs=threads,
             options=[("grpc.max_receive_message_length", settings.max_message_bytes)],
         )
         textgen_pb2_grpc.add_TextGenServicer_to_server(TextGenServicer(self.store, self.engine), self.grpc_server)

@@ -8,6 +8,7 @@
 | TEXTGEN_MAX_STREAMS        | 256              | most concurrent Generate streams                         |
 | TEXTGEN_MAX_PROMPT         | 10000            | most characters in a prompt                              |
 | TEXTGEN_MAX_MESSAGE_BYTES  | 4194304          | largest request message the server accepts               |
+| TEXTGEN_MAX_UPLOAD_BYTES   | 52428800         | largest corpus UploadCorpus accepts                      |
 | TEXTGEN_RELOAD_SECONDS     | 2                | how often the model store rescans models/                |
 | TEXTGEN_GRACE_SECONDS      | 10               | on SIGTERM, how long in-flight streams may take to end   |
 | TEXTGEN_TOKENS_FILE        | (none)           | one token per line; when set, every RPC but health needs |
@@ -39,6 +40,7 @@ class Settings:
     max_streams: int = 256
     max_prompt: int = 10_000
     max_message_bytes: int = 4 * 1024 * 1024
+    max_upload_bytes: int = 50 * 1024 * 1024
     reload_seconds: float = 2.0
     grace_seconds: float = 10.0
     tokens_file: Path | None = None
@@ -64,6 +66,7 @@ class Settings:
             max_streams=_int(env, "TEXTGEN_MAX_STREAMS", cls.max_streams),
             max_prompt=_int(env, "TEXTGEN_MAX_PROMPT", cls.max_prompt),
             max_message_bytes=_int(env, "TEXTGEN_MAX_MESSAGE_BYTES", cls.max_message_bytes),
+            max_upload_bytes=_int(env, "TEXTGEN_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             reload_seconds=_seconds(env, "TEXTGEN_RELOAD_SECONDS", cls.reload_seconds),
             grace_seconds=_seconds(env, "TEXTGEN_GRACE_SECONDS", cls.grace_seconds),
             tokens_file=_path(env, "TEXTGEN_TOKENS_FILE"),

@@ -127,10 +127,9 @@ class Engine:
         if seed is None:
             seed = secrets.randbits(63)
         if not prompt:
-            slices = model.seed_slices
-            if not slices:
+            prompt = model.seed_slice(seed)
+            if prompt is None:
                 raise BadRequest(f"model {model.name!r} version {model.version} has no seed slices; give a prompt")
-            prompt = slices[seed % len(slices)]
         window = model.encode(prompt[-model.sample_len:])
         with self._lock:
             if self._closing:

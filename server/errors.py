@@ -26,6 +26,10 @@ class ShuttingDown(RequestError):
     """The server is stopping and takes no new streams (gRPC UNAVAILABLE)."""
 
 
+class StorageFailed(RequestError):
+    """The data volume refused a write (full, read-only): gRPC FAILED_PRECONDITION, with the path."""
+
+
 class DecodeFailed(RequestError):
     """The model failed while generating (gRPC INTERNAL); the server log has the details."""
 

@@ -11,12 +11,11 @@ needs it raises QueueUnavailable naming its address (never its password).
 """
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from server.errors import BadRequest, ModelNotFound, RequestError, shown
+from server.errors import BadRequest, ModelNotFound, RequestError, StorageFailed, shown
 from trainer import bundle, config, corpus
 from trainer import job as record
 from trainer.dataset import Charset, describe_chars
@@ -47,15 +46,6 @@ class QueueUnavailable(RequestError):
     """Redis cannot be reached (gRPC UNAVAILABLE)."""
 
 
-def max_upload_bytes_from_env() -> int:
-    raw = os.environ.get("TEXTGEN_MAX_UPLOAD_BYTES", "").strip()
-    if not raw:
-        return DEFAULT_MAX_UPLOAD_BYTES
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"TEXTGEN_MAX_UPLOAD_BYTES must be a positive integer (bytes), got {raw!r}")
-    return int(raw)
-
-
 class Jobs:
     """Training jobs on the RQ queue ``trainer.config.QUEUE_NAME`` of the Redis at ``redis_url``."""
 
@@ -64,7 +54,7 @@ class Jobs:
         self.redis_url = redis_url or config.redis_url()
         self.address = record.redis_address(self.redis_url)
         self.models_dir = Path(models_dir) if models_dir is not None else config.models_dir()
-        self.max_upload_bytes = max_upload_bytes or max_upload_bytes_from_env()
+        self.max_upload_bytes = max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES
         self._redis = None
 
     # ---- Redis ---------------------------------------------------------------------------------
@@ -356,6 +346,8 @@ class Jobs:
             stored = corpus.save_upload(b"".join(parts), name)
         except corpus.CorpusError as exc:
             raise BadRequest(f"upload refused: {exc}") from None
+        except OSError as exc:
+            raise StorageFailed(f"cannot store the corpus in {config.corpora_dir()}: {exc.strerror or exc}") from None
         return {"id": stored.name, "name": (name or "").strip()[:200] or stored.name, "builtin": False,
                 "size": size, "sha256": stored.sha256, "available": True}
 

@@ -5,7 +5,8 @@ import grpc
 
 from server import engine as engine_module
 from server.engine import Engine
-from server.errors import abort, BadRequest, DecodeFailed, ModelNotFound, RequestError, ShuttingDown, TooManyStreams
+from server.errors import (BadRequest, DecodeFailed, ModelNotFound, RequestError, ShuttingDown, StorageFailed,
+                           TooManyStreams, abort)
 from server.store import ModelStore, ServedModel
 from textgen.v1 import textgen_pb2 as pb
 from textgen.v1 import textgen_pb2_grpc
@@ -16,6 +17,7 @@ STATUS = {
     TooManyStreams: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     DecodeFailed: grpc.StatusCode.INTERNAL,
+    StorageFailed: grpc.StatusCode.FAILED_PRECONDITION,
 }
 STOP_REASONS = {engine_module.LENGTH: pb.STOP_REASON_LENGTH, engine_module.SHUTDOWN: pb.STOP_REASON_SHUTDOWN}
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from server.errors import BadRequest, ModelNotFound, listed, shown
-from trainer.bundle import LAST_VERSION_FILE, META_FILE, SAVED_MODEL, TMP_PREFIX, BundleError, is_bundle, read_meta, validate_name
+from server.errors import BadRequest, ModelNotFound, StorageFailed, listed
+from trainer.bundle import LAST_VERSION_FILE, seed_slice, META_FILE, SAVED_MODEL, TMP_PREFIX, BundleError, is_bundle, read_meta, validate_name
 from trainer.dataset import Charset
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,8 @@ class ServedModel:
         """Ids ``[n]`` to text, without a Python step per character."""
         return self._codepoints[ids].tobytes().decode("utf-32-le")
 
-    @property
-    def seed_slices(self) -> list[str]:
-        return [s for s in self.meta.get("seed_slices") or [] if s and not self.charset.missing(s)]
+    def seed_slice(self, seed: int) -> str | None:
+        return seed_slice(self.meta, seed)
 
 
 def load_model(path: Path, name: str, version: int) -> ServedModel:
@@ -228,15 +227,22 @@ class ModelStore:
                 raise ModelNotFound(
                     f"model {name!r} has no version {version}; available versions: {listed(on_disk)}"
                 )
+            doomed = {}
+            for v in targets:  # out of sight first; what cannot be moved stays served
+                try:
+                    doomed[v] = parent / f"{TMP_PREFIX}deleted-{v}-{uuid.uuid4().hex[:8]}"
+                    os.rename(parent / str(v), doomed[v])
+                except FileNotFoundError:
+                    doomed.pop(v)  # another process sharing the volume deleted it first
+                except OSError as exc:
+                    raise StorageFailed(f"cannot delete {parent / str(v)}: {exc.strerror or exc}") from None
             with self._lock:
                 for v in targets:
                     self._models.get(name, {}).pop(v, None)
                 if name in self._models and not self._models[name]:
                     del self._models[name]
-            for v in targets:
-                doomed = parent / f"{TMP_PREFIX}deleted-{v}-{uuid.uuid4().hex[:8]}"
-                os.rename(parent / str(v), doomed)
-                shutil.rmtree(doomed, ignore_errors=True)
+            for v, path in doomed.items():
+                shutil.rmtree(path, ignore_errors=True)
                 log.info("deleted model %s version %d", name, v)
             if all_versions:  # the model is gone as a whole: its numbering starts again
                 (parent / LAST_VERSION_FILE).unlink(missing_ok=True)
@@ -256,11 +262,10 @@ def _valid_name(name: str) -> bool:
 
 
 def _check_name(name: str) -> None:
-    if not _valid_name(name):
-        raise BadRequest(
-            f"invalid model name {shown(name)}: use 1-64 characters from a-z, 0-9, '.', '_', '-', "
-            "starting with a letter or digit"
-        )
+    try:
+        validate_name(name)
+    except BundleError as exc:  # the bundle format's own rule and words
+        raise BadRequest(str(exc)) from None
 
 
 def _version_dirs(parent: Path) -> list[int]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import grpc
 
-from server.errors import BadRequest, ModelNotFound, RequestError, abort
+from server.errors import BadRequest, ModelNotFound, RequestError, StorageFailed, abort
 from server.jobs import CorpusMissing, JobNotFound, Jobs, PreconditionFailed, QueueUnavailable
 from textgen.v1 import textgen_pb2 as pb
 from textgen.v1 import textgen_pb2_grpc
@@ -15,6 +15,7 @@ STATUS = {
     CorpusMissing: grpc.StatusCode.NOT_FOUND,
     PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
     QueueUnavailable: grpc.StatusCode.UNAVAILABLE,
+    StorageFailed: grpc.StatusCode.FAILED_PRECONDITION,
 }
 JOB_STATES = {"queued": pb.JOB_STATE_QUEUED, "started": pb.JOB_STATE_STARTED, "finished": pb.JOB_STATE_FINISHED,
               "failed": pb.JOB_STATE_FAILED, "cancelled": pb.JOB_STATE_CANCELLED}
@@ -24,8 +25,8 @@ _OPTIONAL_OPTIONS = ("sample_len", "sample_step", "learning_rate", "epochs", "ex
 
 def register(grpc_server, settings):
     """Add the Training service to ``grpc_server``; returns the servicer."""
-    jobs = Jobs(redis_url=getattr(settings, "redis_url", None), models_dir=settings.models_dir,
-                max_upload_bytes=getattr(settings, "max_upload_bytes", None))
+    jobs = Jobs(redis_url=settings.redis_url, models_dir=settings.models_dir,
+                max_upload_bytes=settings.max_upload_bytes)
     servicer = TrainingServicer(jobs)
     textgen_pb2_grpc.add_TrainingServicer_to_server(servicer, grpc_server)
     return servicer

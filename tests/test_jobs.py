@@ -50,7 +50,7 @@ class Stack:
         from server.config import Settings
 
         self.server = build_server(Settings(addr="127.0.0.1:0", data_dir=self.data_dir, reload_seconds=0.2,
-                                             redis_url=self.redis.url)).start()
+                                             redis_url=self.redis.url, max_upload_bytes=2_000_000)).start()
         self.address = f"127.0.0.1:{self.server.port}"
         self.client = Client(server=self.address)
 

@@ -129,6 +129,7 @@ def test_settings_read_the_environment(monkeypatch, tmp_path):
 @pytest.mark.parametrize("name, value, message", [
     ("TEXTGEN_MAX_STREAMS", "many", "TEXTGEN_MAX_STREAMS must be a positive integer, got 'many'"),
     ("TEXTGEN_MAX_LENGTH", "0", "TEXTGEN_MAX_LENGTH must be a positive integer, got '0'"),
+    ("TEXTGEN_MAX_UPLOAD_BYTES", "abc", "TEXTGEN_MAX_UPLOAD_BYTES must be a positive integer, got 'abc'"),
     ("TEXTGEN_RELOAD_SECONDS", "-1", "TEXTGEN_RELOAD_SECONDS must be a positive number of seconds, got '-1'"),
     ("TEXTGEN_TLS_CERT", "/x/cert.pem", "TLS needs both TEXTGEN_TLS_CERT and TEXTGEN_TLS_KEY"),
 ])

@@ -80,6 +80,23 @@ def test_empty_prompt_uses_a_seed_slice_and_reports_it(server, stub):
     assert text == reference_generate(server.store.get("shake-one"), start.prompt, 30, 0.0, seed=3)
 
 
+def test_trainer_gen_and_the_server_start_from_the_same_slice_for_a_seed(server, capsys):
+    from trainer.cli import main
+
+    model = server.store.get("shake-one")
+    assert main(["gen", str(model.path), "--gen-length", "5", "--temperature", "0", "--seed", "3"]) == 0
+    assert f"seed 3, seed text: {model.seed_slice(3)!r}" in capsys.readouterr().err
+
+
+def test_a_client_that_stops_reading_frees_its_stream(server):
+    from client.api import Client
+
+    client = Client(f"127.0.0.1:{server.port}")
+    for _chunk in client.generate("shake-two", prompt=SHORT, length=2000, temperature=0.5, seed=1):
+        break  # the caller has what it wanted
+    assert wait_for(lambda: server.engine.active_streams() == 0, timeout=5)
+
+
 def test_a_request_without_seed_gets_one_that_reproduces_its_text(stub):
     start, text, _, _ = generate(stub, model="shake-one", prompt=SHORT, length=60, temperature=1.0)
     again = generate(stub, model="shake-one", prompt=SHORT, length=60, temperature=1.0, seed=start.seed)

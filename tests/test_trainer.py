@@ -301,3 +301,11 @@ def test_leftovers_of_killed_publishes_are_swept_once_old(tmp_path):
     assert sorted(p.name for p in parent.iterdir()) == [".last-version", "1"]
     (parent / ".tmp-fresh").mkdir()  # a publish in progress now: left alone
     assert bundle.sweep_leftovers(tmp_path, older_than=3600) == []
+
+
+def test_running_out_of_memory_is_a_message_not_a_traceback():
+    from trainer.training import OUT_OF_MEMORY, describe_failure
+
+    assert describe_failure(MemoryError()) == OUT_OF_MEMORY
+    assert describe_failure(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating")) == OUT_OF_MEMORY
+    assert describe_failure(ValueError("a bug")) is None

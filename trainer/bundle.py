@@ -202,10 +202,14 @@ def sweep_leftovers(models_dir: Path, older_than: float = 3600.0) -> list[Path]:
     (claimed, never filled) older than ``older_than`` seconds. Returns what was removed."""
     removed, now = [], time.time()
     for parent in Path(models_dir).glob("*/"):
-        for entry in parent.iterdir():
-            leftover = entry.name.startswith(TMP_PREFIX) or (
-                entry.name.isdigit() and entry.is_dir() and not any(entry.iterdir()))
-            try:
+        try:
+            entries = list(parent.iterdir())
+        except OSError:
+            continue  # deleted meanwhile by another process sharing the volume
+        for entry in entries:
+            try:  # another publisher or the server may be moving these right now
+                leftover = entry.name.startswith(TMP_PREFIX) or (
+                    entry.name.isdigit() and entry.is_dir() and not any(entry.iterdir()))
                 if leftover and now - entry.lstat().st_mtime > older_than:
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
                     removed.append(entry)
@@ -240,6 +244,21 @@ def read_meta(path: Path) -> dict:
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{path / META_FILE} is not a valid bundle description: {exc}") from None
     return meta
+
+
+def seed_slice(meta: dict, seed: int) -> str | None:
+    """The stored seed slice a prompt-less generation with ``seed`` starts from (None: there is none).
+
+    One rule for the server and ``trainer gen``, so the same seed gives the same text from both.
+    """
+    charset = Charset(meta["charset"])
+    slices = [s for s in meta.get("seed_slices") or [] if s and not charset.missing(s)]
+    return slices[seed % len(slices)] if slices else None
+
+
+def complete_versions(parent: Path) -> list[int]:
+    """Versions under a model's folder that are whole bundles (not a number being claimed), sorted."""
+    return [v for v in list_versions(parent) if is_bundle(Path(parent) / str(v))]
 
 
 def bundle_dir(path: Path) -> Path:

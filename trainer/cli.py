@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import secrets
 import sys
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def resolve_model(spec: str) -> Path:
         return path
     name, _, version = spec.partition(":")
     bundle.validate_name(name)
-    versions = bundle.list_versions(config.models_dir() / name)
+    versions = bundle.complete_versions(config.models_dir() / name)
     if version:
         if not version.isdigit() or int(version) not in versions:
             raise bundle.BundleError(f"model {name} has no version {version!r}; it has {versions or 'none'}")
@@ -201,7 +202,8 @@ def cmd_gen(args) -> int:
     model_path = resolve_model(model_spec)
     model, meta = bundle.load_keras(model_path)
     charset, sample_len = Charset(meta["charset"]), int(meta["sample_len"])
-    rng = np.random.default_rng(args.seed)
+    seed = secrets.randbits(63) if args.seed is None else args.seed  # reported, so any run can be repeated
+    rng = np.random.default_rng(seed)
     if args.seed_text is not None:
         seed_text = args.seed_text
         if not seed_text:
@@ -213,18 +215,17 @@ def cmd_gen(args) -> int:
         start = int(rng.integers(0, len(text) - sample_len))  # the original's random slice
         seed_text = text[start : start + sample_len]
     else:
-        slices = meta.get("seed_slices") or []
-        if not slices:
+        seed_text = bundle.seed_slice(meta, seed)  # the server's rule: same seed, same text
+        if seed_text is None:
             raise OptionError("the model stores no seed slices: pass a corpus or --seed-text")
-        seed_text = slices[int(rng.integers(0, len(slices)))]
     missing = charset.missing(seed_text)
     if missing:
         raise DatasetError(f"the seed text has characters the model does not know: {describe_chars(missing)}")
-    print(f"seed text: {seed_text!r}", file=sys.stderr)
+    print(f"seed {seed}, seed text: {seed_text!r}", file=sys.stderr)
     from trainer.decode import PipelinedDecoder
 
     chunks = training.generate_ids(PipelinedDecoder(model, sample_len), charset.encode(seed_text), args.gen_length,
-                                   [args.temperature], [Uniforms(args.seed)], chunk=8)
+                                   [args.temperature], [Uniforms(seed)], chunk=8)
     for ids in chunks:
         sys.stdout.write(charset.decode(ids[0]))
         sys.stdout.flush()
@@ -248,14 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: nothing was saved", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - every error a user can cause ends here as one line
-        if not _is_user_error(exc):
+        from trainer.training import describe_failure
+
+        message = describe_failure(exc)
+        if message is None:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_ERROR
-
-
-def _is_user_error(exc: Exception) -> bool:
-    from trainer import bundle, corpus, dataset, options, training
-
-    return isinstance(exc, (corpus.CorpusError, dataset.DatasetError, options.OptionError,
-                            bundle.BundleError, training.TrainingError, OSError))

@@ -407,14 +407,13 @@ class TrainingRun:
 
 def _failure_reason(exc: Exception) -> tuple[str, bool]:
     """(reason for the user, whether it is an expected failure rather than a bug)."""
-    from trainer import bundle, corpus, dataset, options, training
+    from trainer import training
 
-    expected = (PayloadError, corpus.CorpusError, dataset.DatasetError, options.OptionError,
-                bundle.BundleError, training.TrainingError)
-    if isinstance(exc, expected):
+    if isinstance(exc, PayloadError):
         return str(exc), True
-    if isinstance(exc, MemoryError):
-        return "out of memory: try smaller layers or a smaller batch size", True
+    reason = training.describe_failure(exc)
+    if reason is not None:
+        return reason, True
     return f"internal error: {type(exc).__name__}: {exc}", False
 
 

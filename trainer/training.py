@@ -51,6 +51,24 @@ class TrainResult:
     stopped: bool  # True when should_stop() ended training early
 
 
+OUT_OF_MEMORY = "out of memory: try smaller layers (--lstm-layer-size) or a smaller --batch-size"
+
+
+def describe_failure(exc: BaseException) -> str | None:
+    """The one-line message for a failure the user can act on (bad input, missing file, no memory),
+    or None for a bug. The CLI prints it; the RQ job records it as the job's reason."""
+    from trainer import bundle, corpus, dataset, options
+
+    if isinstance(exc, (corpus.CorpusError, dataset.DatasetError, options.OptionError, bundle.BundleError,
+                        TrainingError)):
+        return str(exc)
+    if isinstance(exc, (MemoryError, tf.errors.ResourceExhaustedError)):
+        return OUT_OF_MEMORY
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return None
+
+
 def require_gpu() -> None:
     if not tf.config.list_physical_devices("GPU"):
         raise TrainingError("--gpu was given but TensorFlow sees no GPU on this machine")

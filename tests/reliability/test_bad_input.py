@@ -152,11 +152,11 @@ class Fuzz:
         self.redis = RedisServer(root / "redis").start()
         self.patch = pytest.MonkeyPatch()
         self.patch.setenv("TEXTGEN_DATA_DIR", str(self.data_dir))  # where uploads go (trainer.config)
-        self.patch.setenv("TEXTGEN_MAX_UPLOAD_BYTES", str(MAX_UPLOAD))
         self.patch.setenv("REDIS_URL", self.redis.url)
         self.server = build_server(Settings(
             addr="127.0.0.1:0", data_dir=self.data_dir, max_length=MAX_LENGTH, max_prompt=MAX_PROMPT,
-            max_message_bytes=MAX_MESSAGE, reload_seconds=600, redis_url=self.redis.url)).start()
+            max_message_bytes=MAX_MESSAGE, max_upload_bytes=MAX_UPLOAD, reload_seconds=600,
+            redis_url=self.redis.url)).start()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.server.port}")
         self.textgen = textgen_pb2_grpc.TextGenStub(self.channel)
         self.training = textgen_pb2_grpc.TrainingStub(self.channel)
