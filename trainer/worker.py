@@ -33,6 +33,7 @@ import time
 import uuid
 
 from trainer import bundle, config
+from trainer.cli import UsageError, _Parser  # the trainer's one-line-error argument parser
 from trainer import job as training_job
 
 log = logging.getLogger("trainer.worker")  # also when run as __main__
@@ -243,15 +244,6 @@ def connect(url: str, wait_seconds: float):
             time.sleep(1)
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not argparse's usage block
-        raise _UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m trainer worker",
@@ -273,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)  # (a string default goes through type=float too)
         if not args.liveness_ttl > 0:
-            raise _UsageError(f"--liveness-ttl must be a positive number of seconds, got {args.liveness_ttl}")
-    except _UsageError as exc:
+            raise UsageError(f"--liveness-ttl must be a positive number of seconds, got {args.liveness_ttl}")
+    except UsageError as exc:
         print(f"error: {exc} (see python -m trainer worker --help)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
