@@ -1,11 +1,11 @@
-# textgen: make install | test | demo | bench | up | down | logs | status | proto | clean
+# textgen: make install | test | test-compose | demo | bench | up | down | logs | status | proto | clean
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench proto up down logs status clean
+.PHONY: install test test-compose demo bench proto up down logs status clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ proto: install
 
 test: install
 	$(PY) -m pytest -q
+
+# docker-compose.yml in a real Docker engine (installed and started here if the machine has none), as root.
+test-compose: install
+	./tests/compose/run.sh
 
 bench: install
 	$(PY) -m bench

@@ -1,15 +1,18 @@
 """The images' Python requirements, read from pyproject.toml so that they never drift from it.
 
-    python deploy/requirements.py server        # the project's dependencies (tensorflow-cpu on x86_64)
-    python deploy/requirements.py worker        # the same, with TensorFlow from the "gpu" extra
+    python deploy/requirements.py cpu           # the project's dependencies (tensorflow-cpu on x86_64);
+                                                # "server" is the same
+    python deploy/requirements.py gpu           # the same, with TensorFlow from the "gpu" extra
                                                 # (tensorflow[and-cuda]: a GPU when the host has one,
-                                                # the CPU otherwise) instead of tensorflow / tensorflow-cpu
+                                                # the CPU otherwise) instead of tensorflow / tensorflow-cpu;
+                                                # "worker" is the same
     python deploy/requirements.py constraints   # exact versions of everything both images install, as
                                                 # pip resolves them now (Python 3.11, Linux x86_64):
                                                 # regenerates deploy/constraints.txt (needs the index)
 
-The Dockerfiles install ``requirements.py ROLE`` with ``-c deploy/constraints.txt`` (exact versions),
-then the project itself with ``--no-deps``. Standard library only (Python 3.11+: tomllib).
+The Dockerfiles install ``requirements.py $TENSORFLOW`` (a build argument: the server's default is cpu,
+the worker's gpu; with the same value, BuildKit builds the two images' dependency layer once) with
+``-c deploy/constraints.txt`` (exact versions), then the project itself with ``--no-deps``. Standard library only (Python 3.11+: tomllib).
 """
 from __future__ import annotations
 
@@ -37,14 +40,14 @@ def project(pyproject: Path = ROOT / "pyproject.toml") -> dict:
 def requirements(role: str, pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
     meta = project(pyproject)
     deps = list(meta["dependencies"])
-    if role == "server":
+    if role in ("cpu", "server"):
         return deps
-    if role == "worker":
+    if role in ("gpu", "worker"):
         gpu = meta.get("optional-dependencies", {}).get("gpu")
         if not gpu:
             raise ValueError("pyproject.toml has no 'gpu' extra (tensorflow[and-cuda]) for the worker image")
         return [d for d in deps if _name(d) not in ("tensorflow", "tensorflow-cpu")] + list(gpu)
-    raise ValueError(f"unknown role {role!r}: server, worker or constraints")
+    raise ValueError(f"unknown role {role!r}: cpu (or server), gpu (or worker) or constraints")
 
 
 def constraints() -> list[str]:
@@ -77,7 +80,11 @@ def main(argv: list[str]) -> int:
         print("#   .venv/bin/python deploy/requirements.py constraints > deploy/constraints.new && mv deploy/constraints.new deploy/constraints.txt")
         lines = constraints()
     else:
-        lines = requirements(argv[0])
+        try:
+            lines = requirements(argv[0])
+        except ValueError as exc:
+            print(f"requirements.py: {exc}", file=sys.stderr)
+            return 2
     print("\n".join(lines))
     return 0
 
