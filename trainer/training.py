@@ -84,12 +84,15 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     init_from: Path | None = None,
     checkpoint_dir: Path | None = None,
+    checkpoint_on_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train on ``text``; with ``init_from`` (a bundle path) keep training that model.
 
     A continued model keeps its charset, layer sizes and sample length (``config``'s are ignored);
     text with characters outside its charset raises CharsetMismatch. With ``checkpoint_dir``, each
     epoch is checkpointed there and a later call with the same directory resumes after the last one.
+    When ``should_stop()`` ends training early and ``checkpoint_on_stop()`` says so (a worker handing its
+    job back), the batch it stopped at is checkpointed too, and the resumed run trains the rest of that epoch.
     """
     emit = on_event or (lambda event: None)
     parent_meta, charset, model = {}, None, None
@@ -113,11 +116,12 @@ def train(
         keras.utils.set_random_seed(config.seed)
     all_positions = config.objective == "all"
 
-    first_epoch, history = 1, []
+    first_epoch, first_batch, history = 1, 0, []
     checkpoint = _read_checkpoint(checkpoint_dir)
     if checkpoint:
         model = keras.saving.load_model(Path(checkpoint_dir) / CHECKPOINT_MODEL, safe_mode=True)
         first_epoch, history = checkpoint["epoch"] + 1, checkpoint["history"]
+        first_batch = checkpoint.get("batch", 0)  # batches of epoch first_epoch trained before a stop
     else:
         if model is None:
             model = build_model(len(charset), config.lstm_layer_sizes, all_positions)
@@ -128,7 +132,7 @@ def train(
 
     batches = math.ceil(config.examples_per_epoch / config.batch_size)
     emit({"type": "started", "epochs": config.epochs, "batches_per_epoch": batches,
-          "resumed_from_epoch": first_epoch - 1})
+          "resumed_from_epoch": first_epoch - 1, **({"resumed_from_batch": first_batch} if first_batch else {})})
     x_val, y_val = data.validation_windows()
     display_seed = data.seed_slices(4)[1]
     decoder = PipelinedDecoder(view, config.sample_len)  # one per run: its functions trace once
@@ -137,12 +141,17 @@ def train(
     for epoch in range(first_epoch, config.epochs + 1):
         rng = np.random.default_rng([config.seed or 0, epoch])
         x, y = data.windows(data.train_ids, data.epoch_starts(config.examples_per_epoch, rng), all_positions)
-        progress = _BatchProgress(epoch, batches, emit, should_stop)
+        done_before = first_batch if epoch == first_epoch else 0
+        x, y = x[done_before * config.batch_size:], y[done_before * config.batch_size:]
+        progress = _BatchProgress(epoch, batches, emit, should_stop, done_before)
         began = time.perf_counter()
         fit = model.fit(x, y, batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[progress])
         seconds = time.perf_counter() - began
         if progress.stopped:
             stopped = True
+            if checkpoint_dir is not None and checkpoint_on_stop is not None and checkpoint_on_stop():
+                _write_checkpoint(checkpoint_dir, model, epoch - 1, history, batch=progress.done)
+                emit({"type": "checkpoint", "epoch": epoch - 1, "batch": progress.done, "path": str(checkpoint_dir)})
             break
         if view is not model:
             view.set_weights(model.get_weights())
@@ -228,15 +237,18 @@ def generate_ids(decoder: PipelinedDecoder, prompt_ids: np.ndarray, length: int,
 
 
 class _BatchProgress(keras.callbacks.Callback):
-    def __init__(self, epoch, batches, emit, should_stop):
+    def __init__(self, epoch, batches, emit, should_stop, done_before=0):
         super().__init__()
         self.epoch, self.batches, self.emit, self.should_stop = epoch, batches, emit, should_stop
+        self.done = done_before  # batches of this epoch trained so far (some by an earlier, stopped run)
         self.stopped = False
 
     def on_train_batch_end(self, batch, logs=None):
-        self.emit({"type": "batch", "epoch": self.epoch, "batch": batch + 1, "batches": self.batches,
+        self.done += 1
+        self.emit({"type": "batch", "epoch": self.epoch, "batch": self.done, "batches": self.batches,
                    "loss": float((logs or {}).get("loss", float("nan")))})
-        if self.should_stop is not None and self.should_stop():
+        # Not after the epoch's last batch: the epoch ends (and is checkpointed) first.
+        if self.should_stop is not None and self.done < self.batches and self.should_stop():
             self.stopped = True
             self.model.stop_training = True
 
@@ -250,13 +262,14 @@ def _read_checkpoint(checkpoint_dir):
     return json.loads(state.read_text())
 
 
-def _write_checkpoint(checkpoint_dir, model, epoch: int, history: list) -> None:
-    """Model (with optimizer state) then the epoch record, each replaced atomically."""
+def _write_checkpoint(checkpoint_dir, model, epoch: int, history: list, batch: int = 0) -> None:
+    """Model (with optimizer state) then the record (last complete epoch, and the batches of the next
+    one trained already), each replaced atomically."""
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     tmp_model = checkpoint_dir / f".{CHECKPOINT_MODEL}.tmp.keras"
     model.save(tmp_model)
     os.replace(tmp_model, checkpoint_dir / CHECKPOINT_MODEL)
     tmp_state = checkpoint_dir / f".{CHECKPOINT_STATE}.tmp"
-    tmp_state.write_text(json.dumps({"epoch": epoch, "history": history}))
+    tmp_state.write_text(json.dumps({"epoch": epoch, "history": history, **({"batch": batch} if batch else {})}))
     os.replace(tmp_state, checkpoint_dir / CHECKPOINT_STATE)

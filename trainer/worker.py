@@ -17,6 +17,15 @@ An RQ worker on the ``training`` queue with RQ's JSON serializer, which
   60`` s) and at its next maintenance run (every 10 minutes by default, 60 s here).
   The retried job resumes from its last checkpoint (trainer.job).
 
+Stopping (``docker stop``, ``compose down``, ``make down``): on the first SIGTERM or SIGINT a worker
+with a running job has its work horse stop training at the next batch and save a checkpoint there;
+the worker then puts the job back at the front of the queue at once, without spending one of its
+retries, and exits. Any live worker (or this one, started again) resumes it from that checkpoint. A
+second signal is RQ's cold shutdown: the horse is killed and the worker exits at once; its alive key
+goes with it but it stays in ``workers_key``, so the next liveness check of any worker takes the job
+back as a dead worker's. A SIGKILL leaves the alive key to lapse: the job is taken back at most
+``ttl`` plus one check later.
+
 The job's events and summary are written by trainer.job; this module only supervises.
 """
 from __future__ import annotations
@@ -115,6 +124,29 @@ def _worker_class():
                 training_job.record_event(self.connection, job.id, {"type": "failed", "reason": f"refused: {reason}"})
             self.set_state("idle")
 
+        def fork_work_horse(self, job, queue):
+            # SIGTERM stays blocked across the fork: the horse unblocks it once its own handler is in
+            # place (setup_work_horse_signals), so a stop that comes at once still hands the job back.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            try:
+                super().fork_work_horse(job, queue)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+        def setup_work_horse_signals(self):
+            super().setup_work_horse_signals()
+            signal.signal(signal.SIGTERM, training_job.request_handback)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+        def handle_warm_shutdown_request(self):
+            super().handle_warm_shutdown_request()
+            if self.horse_pid:  # the job stops at its next batch; handle_job_failure requeues it
+                self.log.info("Worker %s: handing the running job back to the queue", self.name)
+                try:
+                    os.kill(self.horse_pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
         def main_work_horse(self, job, queue):
             _die_with_parent()
             if os.getppid() != self._supervisor_pid:  # the worker died before that took effect
@@ -123,12 +155,16 @@ def _worker_class():
             super().main_work_horse(job, queue)
 
         _superseded_job: str | None = None
+        _handed_back_job: str | None = None
 
         def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
             """The horse died under a live worker (e.g. killed for memory): RQ retries while it can."""
+            exit_code = os.WEXITSTATUS(ret_val) if ret_val is not None and os.WIFEXITED(ret_val) else None
+            if exit_code == training_job.EXIT_HANDED_BACK:
+                self._handed_back_job = job.id  # it saved a checkpoint and stopped: requeue, no retry spent
+                return
             super().handle_work_horse_killed(job, retpid, ret_val, rusage)
-            if ret_val is not None and os.WIFEXITED(ret_val) and \
-                    os.WEXITSTATUS(ret_val) == training_job.EXIT_SUPERVISOR_GONE:
+            if exit_code == training_job.EXIT_SUPERVISOR_GONE:
                 self._superseded_job = job.id  # another worker runs the job now: leave it alone
                 return
             if not job.retries_left:
@@ -138,6 +174,10 @@ def _worker_class():
                     "reason": f"the training process was killed{signal_note} (out of memory?) and no retry is left"})
 
         def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
+            if self._handed_back_job == job.id:
+                self._handed_back_job = None
+                self.hand_back(job, queue, execution)
+                return
             if self._superseded_job == job.id:  # only forget our own execution: no retry, no failure
                 self._superseded_job = None
                 with self.connection.pipeline() as pipeline:
@@ -146,6 +186,16 @@ def _worker_class():
                 return
             super().handle_job_failure(job, queue, started_job_registry=started_job_registry,
                                        exc_string=exc_string, execution=execution)
+
+        def hand_back(self, job, queue, execution):
+            """Put a job that stopped for our shutdown back at the front of its queue, its retries untouched."""
+            training_job.record_event(self.connection, job.id, {"type": "queued", "reason": "handed back by a stopping worker"})
+            with self.connection.pipeline() as pipeline:
+                self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+                queue.enqueue_job(job, pipeline=pipeline, at_front=True)
+                pipeline.execute()
+            self.log.info("Worker %s: job %s is back in the queue %r, to resume from its checkpoint",
+                          self.name, job.id, queue.name)
 
     return TrainingWorker
 
@@ -172,10 +222,12 @@ class Liveness(threading.Thread):
                 log.warning("liveness: %s", exc)
 
     def stop(self) -> None:
+        """This worker is gone: its alive key goes at once. It stays in ``workers_key`` so that the next
+        liveness check (of any worker) takes back a job it may have left started (a cold shutdown), and
+        removes it from there."""
         self.stopping.set()
         try:
             self.redis.delete(alive_key(self.worker_name))
-            self.redis.srem(workers_key(self.queue_name), self.worker_name)
         except Exception:  # noqa: BLE001
             pass
 
