@@ -343,13 +343,21 @@ def main(argv: list[str] | None = None) -> int:
     liveness.start()
     print(f"training worker {name}: queue {config.QUEUE_NAME!r} at {config.redis_address(url)}, "
           f"data in {config.data_dir()}", file=sys.stderr)
+    code = 0
     try:
         worker.work(burst=args.burst, logging_level="DEBUG" if args.verbose else "INFO")
     except KeyboardInterrupt:
         pass
+    except SystemExit as exc:  # RQ's cold shutdown (a second SIGTERM)
+        code = exc.code if isinstance(exc.code, int) else 0
     finally:
         liveness.stop()
-    return 0
+    # Nothing is left to clean up: skip TensorFlow's teardown at interpreter exit (trainer imports it),
+    # which takes seconds of the stop grace period.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
