@@ -140,9 +140,9 @@ base_image() {  # NAME STANDIN-DOCKERFILE
     mkdir -p "$STATE/standin"
     cp "$HERE"/standin/* "$STATE/standin/"
     cp /usr/local/share/ca-certificates/*.crt "$STATE/standin/" 2>/dev/null || true
-    DOCKER_BUILDKIT=0 docker build -q -t "$name" -f "$STATE/standin/$dockerfile" "$STATE/standin" >/dev/null \
-        || die "the stand-in for $name did not build"
-    say "base: stand-in $name: $(docker run --rm "$name" sh -c "$(sed -n 's/^# version: //p' "$HERE/standin/$dockerfile")")"
+    DOCKER_BUILDKIT=0 docker build -t "$name" -f "$STATE/standin/$dockerfile" "$STATE/standin" >"$STATE/standin.log" 2>&1 \
+        || { tail -20 "$STATE/standin.log" >&2; die "the stand-in for $name did not build"; }
+    say "base: stand-in $name: $(docker run --rm "$name" sh -c "$(sed -n 's/^# version: //p' "$HERE/standin/$dockerfile")" | tr '\n' ' ')"
 }
 
 base_image "$PYTHON_IMAGE" python.Dockerfile
