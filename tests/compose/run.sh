@@ -38,6 +38,7 @@ cleanup() {
             say "dockerd did not stop in 30 s: SIGKILL"; kill -KILL "$OWN_DAEMON_PID" 2>/dev/null || true
         fi
         [[ -n $CREATED_BRIDGE ]] && ip link delete docker0 2>/dev/null || true
+        [[ -n $FORWARD_POLICY ]] && remove_docker_iptables
         if [[ -z ${TEXTGEN_TEST_DOCKER_ROOT:-} ]]; then
             umount -R "$STATE/exec" 2>/dev/null || true
             rm -rf "$STATE/data" 2>/dev/null || { umount -R "$STATE/data" 2>/dev/null || true; rm -rf "$STATE/data"; }
@@ -49,6 +50,24 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# dockerd adds iptables chains and rules (DOCKER*, docker0) and sets the FORWARD policy to DROP, and
+# leaves them when it stops: where there were none before, they are ours to take away again.
+FORWARD_POLICY=
+remove_docker_iptables() {
+    local table chain
+    for table in nat filter; do
+        iptables-save -t $table | grep -E '^-A ' | grep -E 'DOCKER|docker0' | grep -vE '^-A DOCKER' \
+            | sed 's/^-A /-D /' | while read -r rule; do eval "iptables -t $table $rule" || true; done
+        for chain in $(iptables-save -t $table | sed -n 's/^:\(DOCKER[A-Z0-9-]*\) .*/\1/p'); do
+            iptables -t $table -F "$chain" || true
+        done
+        for chain in $(iptables-save -t $table | sed -n 's/^:\(DOCKER[A-Z0-9-]*\) .*/\1/p'); do
+            iptables -t $table -X "$chain" || true
+        done
+    done
+    iptables -P FORWARD "$FORWARD_POLICY" || true
+}
 
 as_root() { if [[ $(id -u) == 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else return 1; fi; }
 
@@ -77,6 +96,9 @@ else
     DATA_ROOT=${TEXTGEN_TEST_DOCKER_ROOT:-$STATE/data}
     mkdir -p "$DATA_ROOT" "$STATE/exec"
     ip link show docker0 >/dev/null 2>&1 || CREATED_BRIDGE=1
+    if command -v iptables-save >/dev/null && ! iptables-save 2>/dev/null | grep -q DOCKER; then
+        FORWARD_POLICY=$(iptables -S FORWARD 2>/dev/null | sed -n 's/^-P FORWARD //p')
+    fi
     # Our own socket, exec root and data root: nothing of a system daemon is touched.
     dockerd --storage-driver=overlay2 --data-root "$DATA_ROOT" --exec-root "$STATE/exec" \
         --pidfile "$STATE/dockerd.pid" -H "unix://$STATE/docker.sock" >"$STATE/dockerd.log" 2>&1 &
