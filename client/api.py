@@ -81,12 +81,20 @@ class Client:
     # ---- generation and models -----------------------------------------------------------------
 
     def generate(self, model: str, prompt: str = "", length: int = 200, temperature: float = 0.5,
-                 seed: int | None = None, version: int = 0) -> "Generation":
+                 seed: int | None = None, version: int = 0, top_k: int = 0, top_p: float | None = None,
+                 stop: list[str] | tuple = (), logprobs: bool = False) -> "Generation":
         """Stream ``length`` characters from ``model``: iterate the result for text chunks; its
         ``start`` (model, version, prompt, seed used) and ``end`` (reason, characters) fill in as
-        they arrive."""
+        they arrive.
+
+        ``top_k`` (0: off) and ``top_p`` (None or 1: off) narrow each draw to the most likely
+        characters after temperature; the stream ends just before the first of the ``stop`` strings
+        (up to 4, 1-64 characters) it generates, with ``end.reason`` STOP_REASON_STOP; with
+        ``logprobs`` the result's ``logprobs`` fills with ln p of each character, in step with the text.
+        """
         request = _message(pb.GenerateRequest, model=model, version=version, prompt=prompt, length=length,
-                           temperature=temperature, seed=seed)
+                           temperature=temperature, seed=seed, top_k=top_k, top_p=top_p, stop=list(stop),
+                           logprobs=logprobs)
         return Generation(self._textgen.Generate(request, metadata=self._metadata), self)
 
     def list_models(self) -> list[pb.ModelSummary]:
@@ -196,18 +204,21 @@ def _message(message_class, **fields):
 
 
 class Generation:
-    """Text chunks of one Generate stream; ``start`` and ``end`` are set as they arrive."""
+    """Text chunks of one Generate stream; ``start``, ``end`` and ``logprobs`` (when asked for: one
+    per character received) are set as they arrive."""
 
     def __init__(self, responses, client: Client):
         self._responses, self._client = responses, client
         self.start: pb.StreamStart | None = None
         self.end: pb.StreamEnd | None = None
+        self.logprobs: list[float] = []
 
     def __iter__(self) -> Iterator[str]:
         try:
             for response in self._responses:
                 if response.HasField("start"):
                     self.start = response.start
+                self.logprobs.extend(response.logprobs)
                 if response.text:
                     yield response.text
                 if response.HasField("end"):

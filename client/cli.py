@@ -84,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=0.5, help=">= 0; 0 = greedy (default %(default)s)")
     generate.add_argument("--seed", type=int, default=None, help="the same seed gives the same text")
     generate.add_argument("--version", type=int, default=0, help="model version (default: latest)")
+    generate.add_argument("--top-k", type=int, default=0,
+                          help="draw only from the k most likely characters (default 0: off)")
+    generate.add_argument("--top-p", type=float, default=None,
+                          help="nucleus sampling: the fewest most likely characters with probability >= p, "
+                               "0 < p <= 1 (default: off)")
+    generate.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                          help="end just before this text (repeat for up to 4)")
+    generate.add_argument("--logprobs", action="store_true",
+                          help="after the text, print each character and its log-probability, one a line")
 
     command("models", help="list models")
     command("corpora", help="list built-in and uploaded corpora")
@@ -149,12 +158,17 @@ def cmd_cancel(client: Client, args) -> int:
 
 def cmd_generate(client: Client, args) -> int:
     stream = client.generate(args.model, prompt=args.prompt, length=args.length, temperature=args.temperature,
-                             seed=args.seed, version=args.version)
-    for text in stream:
-        sys.stdout.write(text)
+                             seed=args.seed, version=args.version, top_k=args.top_k, top_p=args.top_p,
+                             stop=args.stop, logprobs=args.logprobs)
+    text = []
+    for chunk in stream:
+        text.append(chunk)
+        sys.stdout.write(chunk)
         sys.stdout.flush()
     sys.stdout.write("\n")
-    if stream.end is None or stream.end.reason != pb.STOP_REASON_LENGTH:
+    if args.logprobs:
+        sys.stdout.write("\n" + "".join(f"{char!r}\t{logprob:.4f}\n" for char, logprob in zip("".join(text), stream.logprobs)))
+    if stream.end is None or stream.end.reason not in (pb.STOP_REASON_LENGTH, pb.STOP_REASON_STOP):
         produced = stream.end.characters if stream.end is not None else "an unknown number of"
         why = "it is shutting down" if stream.end is not None and stream.end.reason == pb.STOP_REASON_SHUTDOWN \
             else "the stream ended early"

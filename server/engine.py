@@ -237,7 +237,7 @@ class Engine:
         """
         stop = tuple(stop)
         self._check(model, prompt, length, temperature, seed, top_k, top_p, stop)
-        if (top_k or top_p < 1.0 or logprobs) and not supports_controls(model):
+        if (top_k or top_p < 1.0 or logprobs) and not model.controls:
             asked = [name for name, on in (("top_k", top_k), ("top_p", top_p < 1.0), ("logprobs", logprobs)) if on]
             raise Unsupported(
                 f"model {model.name!r} version {model.version} was exported before {', '.join(asked)} existed "
@@ -304,7 +304,7 @@ class Engine:
             raise BadRequest(f"top_k must be between 0 (off) and the model's {len(model.charset)} characters, "
                              f"got {top_k}")
         if not (math.isfinite(top_p) and 0 < top_p <= 1):
-            raise BadRequest(f"top_p must be a number in (0, 1] (1 = off), got {top_p}")
+            raise BadRequest(f"top_p must be a number in (0, 1] (1 = off), got {top_p:.7g}")
         if len(stop) > MAX_STOPS:
             raise BadRequest(f"at most {MAX_STOPS} stop strings are allowed, got {len(stop)}")
         for text in stop:
@@ -347,16 +347,6 @@ class Unsupported(RequestError):
     """A control the model's bundle cannot do (gRPC FAILED_PRECONDITION): it was exported before it."""
 
 
-def supports_controls(model: ServedModel) -> bool:
-    """Whether the bundle's ``advance`` takes ``top_k`` and ``top_p`` and returns ``logprobs``
-    (bundles exported before those existed do not)."""
-    try:
-        signature = model.functions.advance.concrete_functions[0].structured_input_signature
-    except (AttributeError, IndexError):
-        return False
-    return "top_k" in {spec.name for spec in tf.nest.flatten(signature)}
-
-
 class _Compiler:
     """One background thread that compiles XLA programs, so no step waits for a compile."""
 
@@ -391,7 +381,7 @@ class _Functions:
 
     def __init__(self, model: ServedModel, compiler: _Compiler | None):
         self.model = model
-        self.controls = supports_controls(model)
+        self.controls = model.controls
         self._graph = model.functions.advance
         self._compiler = compiler
         self._compiled: set[tuple[int, int]] = set()
