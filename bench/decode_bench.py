@@ -67,7 +67,7 @@ class Plan:
     train_epochs: int = 2  # of train_examples windows each: a short training
     train_examples: int = 4096
     one_stream_chars: int = 3000
-    chars_per_stream: int = 600  # at 64 and 256 streams
+    chars_per_stream: int = 400  # at 64 and 256 streams
     # The machine may be shared. Throughput is measured in rounds, each running every engine and
     # stream count once, alternating, so both engines meet similar interference; the table gives each
     # one's best round (other processes only ever slow a run down) and decode.json has every round.

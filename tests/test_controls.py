@@ -3,8 +3,11 @@ on real trained bundles, and on a bundle written before the controls existed (te
 from __future__ import annotations
 
 import math
+import os
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -22,7 +25,8 @@ from textgen.v1 import textgen_pb2 as pb
 
 from .server_helpers import MODELS, connect, copy_models, generate, run_threads, running_server
 
-OLD_BUNDLE = Path(__file__).resolve().parent / "fixtures" / "bundle-v1"  # exported before the controls
+REPO = Path(__file__).resolve().parents[1]
+OLD_BUNDLE = REPO / "tests" / "fixtures" / "bundle-v1"  # exported before the controls
 SHORT, LONG = "ROMEO: ", "First Citizen: we are accounted poor citizens, the patricians good"
 
 
@@ -184,11 +188,16 @@ def test_an_old_bundle_refuses_the_controls_it_cannot_do_naming_its_version(stor
 # -- through gRPC ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def stub(data_dir):
+def server(data_dir):
     with running_server(data_dir, reload_seconds=60) as server:
-        channel, stub = connect(server)
-        yield stub
-        channel.close()
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    channel, stub = connect(server)
+    yield stub
+    channel.close()
 
 
 def test_grpc_carries_the_controls_stop_reason_and_logprobs(store, stub):
@@ -215,3 +224,31 @@ def test_grpc_refuses_a_bad_top_p_with_invalid_argument(stub):
         generate(stub, model=MODELS["one"], prompt="ROMEO: ", length=10, temperature=0.5, top_p=1.5)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "top_p must be a number in (0, 1] (1 = off), got 1.5" in caught.value.details()
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+
+def client_cli(server, *args):
+    return subprocess.run([sys.executable, "-m", "client", "--server", f"127.0.0.1:{server.port}", *args], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_generate_takes_the_controls_and_prints_logprobs(store, server):
+    full = reference_generate(store.get(MODELS["one"]), SHORT, 200, 0.9, 7, top_k=6, top_p=0.95)
+    stop = full[100:102]
+    done = client_cli(server, "generate", MODELS["one"], "--prompt", SHORT, "--length", "200", "--temperature", "0.9",
+                      "--seed", "7", "--top-k", "6", "--top-p", "0.95", "--stop", "no such", "--stop", stop,
+                      "--logprobs")
+    assert done.returncode == 0, done.stderr
+    text = full[:full.find(stop)]
+    assert done.stdout.startswith(text + "\n\n")
+    rows = done.stdout[len(text) + 2:].splitlines()
+    assert [row.split("\t")[0] for row in rows] == [repr(char) for char in text]
+    assert all(float(row.split("\t")[1]) <= 0 for row in rows)
+
+
+def test_cli_generate_refuses_a_bad_top_k_in_one_line(server):
+    done = client_cli(server, "generate", MODELS["one"], "--prompt", SHORT, "--top-k", "500")
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "top_k must be between 0 (off) and the model's 59 characters, got 500" in done.stderr
