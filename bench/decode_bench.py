@@ -115,6 +115,10 @@ def main(argv=None) -> dict:
 
         store = ModelStore(data_dir / "models", reload_seconds=3600).start()
         model = store.get(MODEL_NAME)
+        out["advance"] = measure_advance(model, plan)
+        out["naive"] = measure_naive(result.model, model, plan)
+        reference = measure_reference(model, plan)
+        store.close()
         log("starting two servers: today's engine and the fixed-step one")
         with server_process(data_dir) as new_addr, server_process(data_dir, fixed_steps=True) as fixed_addr:
             channels = {"new": grpc.insecure_channel(new_addr), "fixed": grpc.insecure_channel(fixed_addr)}
@@ -126,10 +130,8 @@ def main(argv=None) -> dict:
                       for key in ENGINES}
             for channel in channels.values():
                 channel.close()
-        out["advance"] = measure_advance(model, plan)
-        out["reference"] = measure_reference(model, greedy, plan)
-        out["naive"] = measure_naive(result.model, model, plan)
-        store.close()
+        text = reference.pop("text")
+        out["reference"] = {**reference, "greedy_equals_server": {key: text == greedy[key] for key in ENGINES}}
 
     out["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                       "tensorflow": tf.__version__, "grpc": grpc.__version__,
@@ -313,27 +315,30 @@ def measure_advance(model, plan: Plan) -> dict:
         log(f"bare advance calls, {batch} rows, graph and XLA")
         prompt = np.tile(model.encode(PROMPT[-SAMPLE_LEN:])[None, :], (batch, 1))
         start = dict(fn.start(prompt=tf.constant(prompt), lengths=tf.fill([batch], prompt.shape[1])))
-        temperature = tf.fill([batch], TEMPERATURE)
-        uniforms = tf.constant(np.random.default_rng(0).random((batch, CHUNK), dtype=np.float32))
+        settings = dict(temperature=tf.fill([batch], TEMPERATURE),
+                        uniforms=tf.constant(np.random.default_rng(0).random((batch, CHUNK), dtype=np.float32)))
+        if model.controls:
+            settings.update(top_k=tf.zeros([batch], tf.int32), top_p=tf.ones([batch]))
         for key, advance in (("graph", fn.advance), ("xla", xla)):
-            advance(**start, temperature=temperature, uniforms=uniforms)["ids"].numpy()  # compile
+            advance(**start, **settings)["ids"].numpy()  # compile
             state, chars, t0 = start, 0, time.perf_counter()
             while time.perf_counter() - t0 < plan.advance_seconds:
-                state = dict(advance(**state, temperature=temperature, uniforms=uniforms))
+                state = dict(advance(**state, **settings))
+                state.pop("logprobs", None)
                 state.pop("ids").numpy()
                 chars += batch * CHUNK
             rates[f"{key}_{batch}"] = chars / (time.perf_counter() - t0)
     return rates
 
 
-def measure_reference(model, greedy: dict, plan: Plan) -> dict:
+def measure_reference(model, plan: Plan) -> dict:
+    """The reference loop's rate, and its greedy text (``text``) to compare with the servers'."""
     chars = plan.reference_chars
     log(f"reference loop: {chars} greedy characters, one predict call each")
     t0 = time.perf_counter()
     text = reference_generate(model, PROMPT, chars, 0.0, seed=0)
     seconds = time.perf_counter() - t0
-    return {"chars_per_s": chars / seconds, "chars": chars, "seconds": seconds,
-            "greedy_equals_server": {key: text == greedy[key] for key in ENGINES}}
+    return {"chars_per_s": chars / seconds, "chars": chars, "seconds": seconds, "text": text}
 
 
 def measure_naive(keras_model, model, plan: Plan) -> dict:
