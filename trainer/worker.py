@@ -22,6 +22,7 @@ The job's events and summary are written by trainer.job; this module only superv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import logging
 import os
@@ -33,6 +34,7 @@ import time
 import uuid
 
 from trainer import bundle, config
+from trainer import metrics as worker_metrics
 from trainer.cli import UsageError, _Parser  # the trainer's one-line-error argument parser
 from trainer import job as training_job
 
@@ -98,11 +100,14 @@ def _worker_class():
     class TrainingWorker(Worker):
         """rq.Worker that refuses foreign jobs and whose horses die with it."""
 
+        metrics: worker_metrics.WorkerMetrics | None = None
+
         def execute_job(self, job, queue):
             reason = refusal_reason(job, self.connection)
             if reason is None:
                 self._supervisor_pid = os.getpid()  # what the horse, once forked, checks its parent against
-                return super().execute_job(job, queue)
+                with self.metrics.running(job.id) if self.metrics else contextlib.nullcontext():
+                    return super().execute_job(job, queue)
             self.log.warning("Worker %s: refusing job %s: %s", self.name, job.id, reason)
             job.retries_left = None  # the job's own hash is not trusted: never run it again
             job.webhooks = []
@@ -282,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     worker = _worker_class()(
         [config.QUEUE_NAME], name=name, connection=redis, serializer=JSONSerializer,
         job_monitoring_interval=JOB_MONITORING_INTERVAL, maintenance_interval=MAINTENANCE_INTERVAL)
+    try:
+        worker.metrics = worker_metrics.serve(connect(url, 0), config.QUEUE_NAME, os.environ)
+    except ValueError as exc:  # a TEXTGEN_METRICS_ADDR that is not host:port
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for leftover in bundle.sweep_leftovers(config.models_dir()):
         print(f"removed {leftover}, left by a publish that did not finish", file=sys.stderr)
     liveness = Liveness(connect(url, 0), name, config.QUEUE_NAME, args.liveness_ttl)
