@@ -46,7 +46,7 @@ def parse_addr(raw: str | None) -> tuple[str, int] | None:
 
 def addr_from_env(environ, default: str) -> tuple[str, int] | None:
     """The metrics address ``environ`` asks for (``default`` when unset); raises MetricsAddrError."""
-    return parse_addr(environ.get(ENV, default))
+    return parse_addr(environ.get("TEXTGEN_METRICS_ADDR", default))
 
 
 class Endpoint:
