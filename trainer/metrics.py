@@ -88,6 +88,9 @@ class WorkerMetrics(Collector):
         self.rate = Gauge("textgen_training_examples_per_second", "The last completed epoch's examples per second.",
                           registry=self.registry)
         self.busy = Gauge("textgen_training_busy", "1 while this worker runs a training job.", registry=self.registry)
+        for state in training_job.TERMINAL_STATES:  # zeros from the start, so rate() sees the first job
+            self.jobs.labels(state)
+            self.durations.labels(state)
         self._lock = threading.Lock()
         self._job: str | None = None  # the job running now
         self._after = "0-0"  # its last event folded in
