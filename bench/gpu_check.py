@@ -140,7 +140,7 @@ def measure(model_dir: Path) -> dict:
     return out
 
 
-def report(machine: dict, gpu: dict | None, cpu: dict) -> str:
+def report(machine: dict, gpu: dict | None, cpu: dict, epochs: int) -> str:
     def cell(figures, *path, fmt="{:,.0f}"):
         if figures is None:
             return "-"
@@ -163,8 +163,9 @@ def report(machine: dict, gpu: dict | None, cpu: dict) -> str:
     lines = [
         "# GPU check (`make gpu-check`)", "",
         f"Machine: {machine['gpu']}; CPU: {machine['cpu']} ({machine['cores']} cores); "
-        f"TensorFlow {machine['tensorflow']}; {machine['date']}.", "",
-        f"Model: LSTM {LAYERS} on tinyshakespeare, {EPOCHS} epochs of 10,000 examples, sample_len 60. "
+        f"TensorFlow {machine['tensorflow']}; {machine['date']}; load average before the run "
+        f"{machine['load']:.2f}.", "",
+        f"Model: LSTM {LAYERS} on tinyshakespeare, {epochs} epochs of 10,000 examples, sample_len 60. "
         f"Decode: {DECODE_LENGTH} characters per stream at temperature 0.5, through the server's engine. "
         f"Score: the last {SCORE_CHARS:,} characters of the corpus. CPU: the same machine with "
         "`CUDA_VISIBLE_DEVICES=` (no GPU visible).", "",
@@ -200,7 +201,7 @@ def main(argv=None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     machine.update(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
-                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load=os.getloadavg()[0])
     results = args.results or (Path(tempfile.mkdtemp(prefix="gpu-check-")) if args.cpu_dry_run else RESULTS)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as work:
         gpu = None if args.cpu_dry_run else run_device("gpu", Path(work), args.epochs)
@@ -210,7 +211,7 @@ def main(argv=None) -> int:
         cpu = run_device("cpu", Path(work), args.epochs)
     results.mkdir(parents=True, exist_ok=True)
     (results / "gpu.json").write_text(json.dumps({"machine": machine, "gpu": gpu, "cpu": cpu}, indent=2) + "\n")
-    (results / "gpu.md").write_text(report(machine, gpu, cpu))
+    (results / "gpu.md").write_text(report(machine, gpu, cpu, args.epochs))
     print((results / "gpu.md").read_text())
     print(f"[gpu-check] wrote {results / 'gpu.md'}", file=sys.stderr)
     return 1 if gpu is not None and not gpu["cudnn_ops"] else 0
