@@ -7,6 +7,7 @@
     for text in stream:
         print(text, end="")
     print(stream.start.seed, stream.end.characters)
+    print(c.score("tfjs-code", "function f(x) { return x; }").bits_per_char)
 
     job = c.submit_train(corpus="tfjs-code", options={"lstm_layer_sizes": [128], "epochs": 5})
     for event in c.watch_job(job.id):
@@ -88,6 +89,13 @@ class Client:
         request = _message(pb.GenerateRequest, model=model, version=version, prompt=prompt, length=length,
                            temperature=temperature, seed=seed)
         return Generation(self._textgen.Generate(request, metadata=self._metadata), self)
+
+    def score(self, model: str, text: str, version: int = 0, per_character: bool = False) -> pb.ScoreResponse:
+        """``text``'s log-likelihood under ``model``: ``log_likelihood`` (nats), ``bits_per_char``,
+        ``characters`` scored (all but the first) and, with ``per_character``, ``logprobs`` of
+        ``text[1:]``. Rank models by ``bits_per_char`` (lowest: the likeliest author)."""
+        request = _message(pb.ScoreRequest, model=model, version=version, text=text, per_character=per_character)
+        return self._unary(self._textgen.Score, request)
 
     def list_models(self) -> list[pb.ModelSummary]:
         return list(self._unary(self._textgen.ListModels, pb.ListModelsRequest()).models)

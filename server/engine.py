@@ -26,6 +26,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
+from server import metrics
 from server.errors import BadRequest, DecodeFailed, ShuttingDown, TooManyStreams, shown
 from server.store import ServedModel
 from trainer.dataset import describe_chars
@@ -273,8 +274,9 @@ class _Batch:
         takes = [min(k, s.remaining) for s in streams]
         for row, stream, n in zip(uniforms, streams, takes):
             row[:n] = stream._uniforms.take(n)
-        out = dict(self.model.functions.advance(
-            **state, temperature=tf.constant(temperatures), uniforms=tf.constant(uniforms)))
+        with metrics.decode_step(len(streams)):
+            out = dict(self.model.functions.advance(
+                **state, temperature=tf.constant(temperatures), uniforms=tf.constant(uniforms)))
         ids = out.pop("ids").numpy()
         for stream, row, n in zip(streams, ids, takes):
             if stream.stop_reason is None:

@@ -6,6 +6,8 @@
     ``start(prompt int32 [batch, sample_len], lengths int32 [batch]) -> state, phase, probs``,
     ``advance(state, phase, probs, temperature float32 [batch], uniforms float32 [batch, k])
         -> state, phase, probs, ids int32 [batch, k]``,
+    ``score(state, phase, probs, ids int32 [batch, k]) -> state, phase, probs, logprobs float32 [batch, k]``
+        (feeds GIVEN ids, reading each one's log-probability first: server/scoring.py),
     ``sample(probs, temperature, uniform) -> ids`` (the sampling rule) and ``charset() -> string``;
 - ``model.keras``: the Keras model, for continued training (loads with safe mode on);
 - ``meta.json``: charset, sample_len, layer sizes, corpus, training config, losses, seed slices...
@@ -92,6 +94,13 @@ def export_saved_model(model, sample_len: int, charset: Charset, path: Path) -> 
             tf.TensorSpec([None], tf.float32, name="temperature"),
             tf.TensorSpec([None, None], tf.float32, name="uniforms"),
         ],
+    )
+    archive.add_endpoint(
+        "score",
+        lambda state, phase, probs, ids: dict(
+            zip(("state", "phase", "probs", "logprobs"), decoder.score(state, phase, probs, ids))
+        ),
+        input_signature=[state_spec, phase_spec, probs_spec, tf.TensorSpec([None, None], tf.int32, name="ids")],
     )
     archive.add_endpoint(
         "sample",
