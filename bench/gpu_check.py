@@ -107,7 +107,7 @@ def measure(model_dir: Path) -> dict:
     from server.engine import Engine
     from server.scoring import score_text
     from server.store import load_model
-    from trainer.bundle import load_keras
+    from trainer.export import load_keras
 
     keras_model, meta = load_keras(model_dir)
     step = tf.function(lambda ids: keras_model(ids, training=True))

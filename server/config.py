@@ -25,8 +25,8 @@ import math
 import os
 from pathlib import Path
 
+from textgen import config as shared_config
 from textgen import metrics as shared_metrics
-from trainer import config as shared_config
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from server.errors import BadRequest, shown
 from server.store import ServedModel
-from trainer.dataset import describe_chars
+from textgen.charset import describe_chars
 
 MAX_SEGMENTS = 64  # rows of the scoring batch: segments of the text scored side by side
 MIN_SEGMENT = 4  # in sample_len's: a segment's start costs sample_len steps, so segments are longer

@@ -54,8 +54,8 @@ def data_dir(trained_bundles, tmp_path_factory):
     """shake-one and shake-two (Shakespeare); shakespeare and nietzsche, two small models trained alike
     (the all-positions objective, for a clear difference after a few seconds), and old-v1: a bundle
     written before ``score`` existed."""
-    from trainer import bundle
-    from trainer.options import TrainConfig
+    from textgen.options import TrainConfig
+    from trainer import export
     from trainer.training import train
 
     data_dir = tmp_path_factory.mktemp("score")
@@ -65,7 +65,7 @@ def data_dir(trained_bundles, tmp_path_factory):
                          display_length=0, seed=7, objective="all")
     for corpus, name in (("tinyshakespeare", "shakespeare"), ("nietzsche", "nietzsche")):
         result = train(corpus_text(corpus, 60_000), config, corpus_name=corpus)
-        bundle.publish(result.model, result.meta, models_dir, name)
+        export.publish(result.model, result.meta, models_dir, name)
     return data_dir
 
 

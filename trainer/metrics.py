@@ -14,7 +14,7 @@
 
 The first three are the queue's, read from Redis when scraped: every worker shows the same values
 (aggregate them with ``max``). The others are this worker's. Its jobs train in a forked work horse,
-whose memory the worker never sees, so the worker folds each job's recorded events (trainer.job) into
+whose memory the worker never sees, so the worker folds each job's recorded events (textgen.jobs) into
 them: at each scrape for the job running now, and once more when it ends.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from textgen import metrics as shared
-from trainer import job as training_job
+from textgen import jobs as training_job
 
 FOLD_BATCH = 1000  # events read from Redis at a time
 JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 12 * 3600, 48 * 3600)
@@ -36,13 +36,11 @@ JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 12 * 3600,
 class _Queue(Collector):
     """The queue's gauges, from Redis."""
 
-    def __init__(self, redis, queue_name: str):
-        self.redis, self.queue_name = redis, queue_name
+    def __init__(self, redis, queue_name: str, count_workers):
+        self.redis, self.queue_name, self.count_workers = redis, queue_name, count_workers
 
     def collect(self):
         from rq import Queue
-
-        from trainer.worker import alive_key, workers_key
 
         depth = GaugeMetricFamily("textgen_training_queue_depth", "Training jobs waiting in the queue.")
         depth.add_metric([], Queue(self.queue_name, connection=self.redis).count)
@@ -59,24 +57,20 @@ class _Queue(Collector):
                                  labels=["state"])
         for state, count in counts.items():
             jobs.add_metric([state], count)
-        names = [name.decode() for name in self.redis.smembers(workers_key(self.queue_name))]
-        with self.redis.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.exists(alive_key(name))
-            alive = pipe.execute() if names else []
         workers = GaugeMetricFamily("textgen_training_workers", "Live training workers taking jobs from the queue.")
-        workers.add_metric([], sum(alive))
+        workers.add_metric([], self.count_workers())
         yield from (depth, jobs, workers)
 
 
 class WorkerMetrics(Collector):
-    """This worker's metrics; ``running(job_id)`` brackets each job it runs."""
+    """This worker's metrics; ``running(job_id)`` brackets each job it runs. ``count_workers()``:
+    how many training workers are alive on ``queue_name`` (trainer.worker knows)."""
 
-    def __init__(self, redis, queue_name: str):
+    def __init__(self, redis, queue_name: str, count_workers):
         self.redis = redis
         self.registry = CollectorRegistry()
         self.registry.register(self)  # first: brings the counters up to date before they are read
-        self.registry.register(_Queue(redis, queue_name))
+        self.registry.register(_Queue(redis, queue_name, count_workers))
         self.jobs = Counter("textgen_training_jobs", "Training jobs this worker ran to an end, by final state.",
                             ["state"], registry=self.registry)
         self.durations = Histogram("textgen_training_job_duration_seconds",
@@ -141,9 +135,9 @@ class WorkerMetrics(Collector):
                 self.durations.labels(kind).observe(max(0.0, event["time"] - self._started))
 
 
-def serve(redis, queue_name: str, environ) -> WorkerMetrics:
+def serve(redis, queue_name: str, environ, count_workers) -> WorkerMetrics:
     """The worker's metrics, served where ``environ`` says (``TEXTGEN_METRICS_ADDR``)."""
-    metrics = WorkerMetrics(redis, queue_name)
+    metrics = WorkerMetrics(redis, queue_name, count_workers)
     metrics.endpoint = shared.serve(metrics.registry, shared.addr_from_env(environ, shared.WORKER_DEFAULT),
                                     "training worker")
     return metrics
