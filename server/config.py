@@ -51,7 +51,7 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     redis_url: str = shared_config.DEFAULT_REDIS_URL  # for the Training service's job queue
-    metrics_addr: tuple[str, int] | None = None  # (host, port) of /metrics; None: no endpoint (from_env has one)
+    metrics_addr: tuple[str, int] | None = shared_metrics.parse_addr(shared_metrics.SERVER_DEFAULT)  # None: off
 
     @property
     def models_dir(self) -> Path:
