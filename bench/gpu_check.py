@@ -105,7 +105,7 @@ def measure(model_dir: Path) -> dict:
     import tensorflow as tf
 
     from server.engine import Engine
-    from server.scoring import score_text
+    from server.scoring import predict_logprobs, score_text
     from server.store import load_model
     from trainer.export import load_keras
 
@@ -135,8 +135,12 @@ def measure(model_dir: Path) -> dict:
     began = time.perf_counter()
     scored = score_text(model, text, SCORE_CHARS)
     seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    predict_logprobs(model.functions, model.encode(text), model.sample_len)  # how bundles without score go
+    predict_seconds = time.perf_counter() - began
     out["score"] = {"characters": scored.characters, "seconds": seconds,
-                    "characters_per_second": scored.characters / seconds, "bits_per_char": scored.bits_per_char}
+                    "characters_per_second": scored.characters / seconds, "bits_per_char": scored.bits_per_char,
+                    "predict_characters_per_second": scored.characters / predict_seconds}
     return out
 
 
@@ -158,6 +162,7 @@ def report(machine: dict, gpu: dict | None, cpu: dict, epochs: int) -> str:
         *[(f"decode, {n} stream{'s' if n > 1 else ''}, characters/s (aggregate)",
            ("decode", str(n), "characters_per_second")) for n in DECODE_STREAMS],
         ("score, characters/s", ("score", "characters_per_second")),
+        ("score through predict (bundles without score), characters/s", ("score", "predict_characters_per_second")),
         ("score, bits per character of the held-out tail", ("score", "bits_per_char")),
     ]
     lines = [
