@@ -139,7 +139,7 @@ class RequestMetrics(grpc.ServerInterceptor):
                     if method == GENERATE_METHOD:
                         responses = metrics.observe_generate(responses, began)
                     yield from responses
-                    code = grpc.StatusCode.OK
+                    code = grpc.StatusCode.OK if context.is_active() else grpc.StatusCode.CANCELLED
                 except Exception:
                     code = grpc.StatusCode.UNKNOWN
                     raise

@@ -84,8 +84,9 @@ def test_a_generate_moves_the_characters_requests_and_stream_metrics_by_exactly_
     assert value(after, "textgen_model_latest_version", model="shake-two") == 1
 
 
-def test_active_streams_counts_a_stream_while_it_runs(server):
+def test_active_streams_counts_a_stream_while_it_runs_and_a_cancelled_one_counts_as_cancelled(server):
     port = server.metrics_endpoint.port
+    cancelled = requests(scrape(port), "Generate", "CANCELLED")
     channel, stub = connect(server)
     responses = stub.Generate(pb.GenerateRequest(model="shake-two", prompt="KING", length=10_000, temperature=1))
     next(responses)  # started
@@ -93,6 +94,7 @@ def test_active_streams_counts_a_stream_while_it_runs(server):
     assert value(scrape(port), "textgen_active_streams") == 1
     responses.cancel()
     assert wait_for(lambda: value(scrape(port), "textgen_active_streams") == 0)
+    assert wait_for(lambda: requests(scrape(port), "Generate", "CANCELLED") == cancelled + 1)
     channel.close()
 
 
