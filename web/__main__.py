@@ -1,0 +1,52 @@
+"""``python -m web``: serve the page, /api/v1 and /v1 on $TEXTGEN_WEB_ADDR (default 127.0.0.1:8080).
+
+The textgen server it talks to is $TEXTGEN_SERVER (default 127.0.0.1:50051); $TEXTGEN_TOKEN and
+$TEXTGEN_CA_CERT are used as the client uses them. Request headers (so callers' tokens) are never
+logged: the access log has the method, path and status only.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+DEFAULT_WEB_ADDR = "127.0.0.1:8080"
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """``"host:port"`` (``[::1]:8080`` for IPv6) -> (host, port); ValueError with a message otherwise."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"TEXTGEN_WEB_ADDR={addr!r}: give host:port, like 127.0.0.1:8080 or 0.0.0.0:8080")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def main() -> int:
+    addr = os.environ.get("TEXTGEN_WEB_ADDR", DEFAULT_WEB_ADDR)
+    try:
+        host, port = parse_addr(addr)
+    except ValueError as exc:
+        print(f"web: {exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from client.api import TextgenError
+    from web.app import create_app
+
+    try:
+        app = create_app()
+    except TextgenError as exc:
+        print(f"web: {exc}", file=sys.stderr)
+        return 2
+    print(f"web: the page and the HTTP API on http://{addr}/ (gRPC server {app.state.client.server})", flush=True)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=True,
+                            timeout_graceful_shutdown=5, proxy_headers=False)
+    try:
+        uvicorn.Server(config).run()
+    except OSError as exc:  # the port is taken, or the host is not an address here
+        print(f"web: cannot listen on {addr} (TEXTGEN_WEB_ADDR): {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
