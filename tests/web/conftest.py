@@ -72,7 +72,8 @@ class WebStack:
     def _start(self, name: str, args: list[str]) -> None:
         log = self.log(name).open("wb")
         self.processes[name] = subprocess.Popen([sys.executable, *args], cwd=REPO, env=self.env, stdout=log,
-                                                stderr=subprocess.STDOUT, start_new_session=True)
+                                                stderr=subprocess.STDOUT, start_new_session=True,
+                                                preexec_fn=_die_with_parent)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -112,6 +113,14 @@ class WebStack:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self.redis.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, even by SIGKILL (Linux' PR_SET_PDEATHSIG), so
+    that a killed test run leaves no server behind."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def parse_sse(lines):
