@@ -13,6 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
 _ITEM, _END, _ERROR = range(3)
+BUFFERED = 64  # items read from gRPC and not yet sent to the HTTP client, at most
 
 
 class BlockingStream:
@@ -26,6 +27,9 @@ class BlockingStream:
     def __init__(self, iterator: Iterator, cancel: Callable[[], None], keepalive: float | None = None):
         self._iterator, self._cancel, self._keepalive = iterator, cancel, keepalive
         self._queue: asyncio.Queue = asyncio.Queue()
+        # Back-pressure: the thread stops reading gRPC while BUFFERED items wait for a slow HTTP client,
+        # so a client that does not read holds no unbounded text here.
+        self._credits = threading.Semaphore(BUFFERED)
         self._loop = asyncio.get_running_loop()
         self._ended = False
         threading.Thread(target=self._produce, name="grpc-stream", daemon=True).start()
@@ -34,6 +38,9 @@ class BlockingStream:
         put = self._loop.call_soon_threadsafe
         try:
             for item in self._iterator:
+                self._credits.acquire()
+                if self._ended:  # closed while this thread waited: the call is cancelled
+                    return
                 put(self._queue.put_nowait, (_ITEM, item))
             put(self._queue.put_nowait, (_END, None))
         except BaseException as exc:  # handed to the async side, which raises it
@@ -57,6 +64,8 @@ class BlockingStream:
         try:
             while True:
                 kind, value = await self._next()
+                if kind == _ITEM and value is not None:
+                    self._credits.release()
                 if kind == _END:
                     self._ended = True
                     return
@@ -72,6 +81,7 @@ class BlockingStream:
         if not self._ended:
             self._ended = True
             self._cancel()
+            self._credits.release()  # a thread waiting for room sees the end
 
 
 def sse(event: str, data, event_id: str | None = None) -> str:

@@ -51,7 +51,7 @@ class WebStack:
             "TEXTGEN_SERVER": f"127.0.0.1:{self.grpc_port}", "TEXTGEN_WEB_ADDR": f"127.0.0.1:{self.web_port}",
             "TEXTGEN_TOKENS_FILE": str(tokens), "TEXTGEN_RELOAD_SECONDS": "0.2",
             # long streams for the stop and disconnect tests; few slots, so a leaked one shows
-            "TEXTGEN_MAX_LENGTH": "400000", "TEXTGEN_MAX_STREAMS": "4",
+            "TEXTGEN_MAX_LENGTH": "4000000", "TEXTGEN_MAX_STREAMS": "4",
             "PYTHONPATH": str(REPO),
         })
         self.processes: dict[str, subprocess.Popen] = {}

@@ -139,20 +139,31 @@ def test_without_the_token_every_call_is_401_and_the_token_is_never_logged(web_s
     assert TOKEN not in web_stack.log("web").read_text()
 
 
-def test_an_uploaded_text_is_listed_and_trains_a_model(web_stack):
+@pytest.fixture(scope="module")
+def uploaded(web_stack):
+    """A text uploaded over HTTP, and the reply; then a model ``dickens`` trained on it."""
     text = ("It was the best of times, it was the worst of times, it was the age of wisdom. " * 30).encode()
     reply = web_stack.http.post("/api/v1/corpora", params={"name": "dickens.txt"}, content=text,
                                 headers={"Content-Type": "text/plain"})
     assert reply.status_code == 201, reply.text
     corpus = reply.json()
+    job = web_stack.http.post("/api/v1/jobs", json={"corpus_id": corpus["id"], "model_name": "dickens",
+                                                    "options": {**TINY, "epochs": 1}}).json()
+    events = web_stack.sse("GET", f"/api/v1/jobs/{job['id']}/events", timeout=180)
+    deadline = time.monotonic() + 10
+    while web_stack.http.get("/api/v1/models/dickens").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return text, corpus, events
+
+
+def test_an_uploaded_text_is_listed_and_trains_a_model(web_stack, uploaded):
+    text, corpus, events = uploaded
     assert corpus["name"] == "dickens.txt" and corpus["size"] == len(text) and corpus["builtin"] is False
     listed = web_stack.http.get("/api/v1/corpora").json()["corpora"]
     assert corpus in listed
     assert {"nietzsche", "julesverne", "shakespeare", "tfjs-code"} <= {c["id"] for c in listed if c["builtin"]}
-    job = web_stack.http.post("/api/v1/jobs", json={"corpus_id": corpus["id"], "model_name": "dickens",
-                                                    "options": {**TINY, "epochs": 1}}).json()
-    events = web_stack.sse("GET", f"/api/v1/jobs/{job['id']}/events", timeout=180)
-    assert events[-1] == ("finished", events[-1][1]) and events[-1][1]["finished"]["model_name"] == "dickens"
+    assert events[-1][0] == "finished" and events[-1][1]["finished"]["model_name"] == "dickens"
+    assert web_stack.http.get("/api/v1/models/dickens").json()["corpus"] == corpus["id"]
 
 
 def test_cancelling_a_job_over_http(web_stack):
@@ -167,18 +178,20 @@ def test_cancelling_a_job_over_http(web_stack):
 
 def test_a_client_that_goes_away_frees_its_stream_on_the_server(web_stack, tiny_model):
     """The server has 4 stream slots (TEXTGEN_MAX_STREAMS=4): four long streams fill them; once their
-    HTTP clients close, the slots come back without waiting for the streams' 400,000 characters."""
-    long = {"model": "tiny-web", "length": 400_000, "temperature": 1.0}
+    HTTP clients close, the slots come back without waiting for the streams' 4,000,000 characters."""
+    long = {"model": "tiny-web", "length": 4_000_000, "temperature": 1.0}
     clients = [httpx.Client(base_url=web_stack.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
                for _ in range(4)]
-    streams = []
+    streams, readers = [], []
     try:
         for client in clients:
             stream = client.stream("POST", "/api/v1/generate", json=long)
             reply = stream.__enter__()
             streams.append(stream)
             assert reply.status_code == 200
-            assert next(parse_sse(reply.iter_lines()))[0] == "start"
+            events = parse_sse(reply.iter_lines())
+            readers.append(events)  # kept: closing a line iterator closes the response
+            assert next(events)[0] == "start"
         full = web_stack.http.post("/api/v1/generate", json={"model": "tiny-web", "length": 5})
         assert full.status_code == 429 and full.json()["error"]["code"] == "RESOURCE_EXHAUSTED"
     finally:
@@ -199,16 +212,11 @@ def test_a_client_that_goes_away_frees_its_stream_on_the_server(web_stack, tiny_
                                                              "stream": False}).status_code == 200
 
 
-def test_deleting_a_model_over_http(web_stack, tiny_model, grpc_client):
-    job = web_stack.http.post("/api/v1/jobs", json={"corpus": "tfjs-code", "model_name": "doomed",
-                                                    "options": {**TINY, "epochs": 1}}).json()
-    assert web_stack.sse("GET", f"/api/v1/jobs/{job['id']}/events", timeout=180)[-1][0] == "finished"
-    deadline = time.monotonic() + 10
-    while web_stack.http.get("/api/v1/models/doomed").status_code != 200 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    reply = web_stack.http.delete("/api/v1/models/doomed", params={"all": "true"})
+def test_deleting_a_model_over_http(web_stack, uploaded, grpc_client):
+    reply = web_stack.http.delete("/api/v1/models/dickens", params={"all": "true"})
     assert reply.status_code == 200 and reply.json() == {"deleted_versions": [1]}
-    assert "doomed" not in [m.name for m in grpc_client.list_models()]
+    assert "dickens" not in [m.name for m in grpc_client.list_models()]
+    assert web_stack.http.get("/api/v1/models/dickens").json()["error"]["code"] == "NOT_FOUND"
 
 
 def test_the_openapi_document_and_docs_page_work_offline(web_stack):
