@@ -40,7 +40,7 @@ import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
 from trainer.dataset import TextDataset  # noqa: E402
-from trainer.options import MAX_EPOCHS, TrainConfig  # noqa: E402
+from textgen.options import MAX_EPOCHS, TrainConfig  # noqa: E402
 from trainer.training import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,66 +14,51 @@ import secrets
 import sys
 from pathlib import Path
 
+from trainer.args import Parser, UsageError, flag
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 GEN_LENGTH = 200
 GEN_TEMPERATURE = 0.5
 
 
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not argparse's usage block
-        raise UsageError(message)
-
-
-def _flag(parser, name: str, **kwargs):
-    """Add ``--kebab-name`` with its camelCase alias (``--kebabName``)."""
-    head, *rest = name.split("-")
-    camel = head + "".join(part.capitalize() for part in rest)
-    names = [f"--{name}"] + ([f"--{camel}"] if camel != name else [])
-    parser.add_argument(*names, dest=name.replace("-", "_"), **kwargs)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from trainer.options import TrainConfig
+    from textgen.options import TrainConfig
 
     d = TrainConfig()
-    parser = _Parser(prog="python -m trainer", description="Train a character-level LSTM and generate text.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="python -m trainer", description="Train a character-level LSTM and generate text.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     train = commands.add_parser("train", help="train a model on a corpus")
     train.add_argument("corpus", help="nietzsche, julesverne, shakespeare, tfjs-code, or a path to a text file")
-    _flag(train, "lstm-layer-size", default=",".join(map(str, d.lstm_layer_sizes)),
+    flag(train, "lstm-layer-size", default=",".join(map(str, d.lstm_layer_sizes)),
           help="units of each LSTM layer, comma-separated (default %(default)s)")
-    _flag(train, "sample-len", type=_integer, default=d.sample_len, help="window length (default %(default)s)")
-    _flag(train, "sample-step", type=_integer, default=d.sample_step, help="step between windows (default %(default)s)")
-    _flag(train, "learning-rate", type=_number, default=d.learning_rate, help="RMSprop learning rate (default %(default)s)")
-    _flag(train, "epochs", type=_integer, default=d.epochs, help="default %(default)s")
-    _flag(train, "examples-per-epoch", type=_integer, default=d.examples_per_epoch, help="default %(default)s")
-    _flag(train, "batch-size", type=_integer, default=d.batch_size, help="default %(default)s")
-    _flag(train, "validation-split", type=_number, default=d.validation_split,
+    flag(train, "sample-len", type=_integer, default=d.sample_len, help="window length (default %(default)s)")
+    flag(train, "sample-step", type=_integer, default=d.sample_step, help="step between windows (default %(default)s)")
+    flag(train, "learning-rate", type=_number, default=d.learning_rate, help="RMSprop learning rate (default %(default)s)")
+    flag(train, "epochs", type=_integer, default=d.epochs, help="default %(default)s")
+    flag(train, "examples-per-epoch", type=_integer, default=d.examples_per_epoch, help="default %(default)s")
+    flag(train, "batch-size", type=_integer, default=d.batch_size, help="default %(default)s")
+    flag(train, "validation-split", type=_number, default=d.validation_split,
           help="fraction of the text held out at its end (default %(default)s)")
-    _flag(train, "display-length", type=_integer, default=d.display_length,
+    flag(train, "display-length", type=_integer, default=d.display_length,
           help="characters of sample text after each epoch (default %(default)s)")
-    _flag(train, "objective", default=d.objective, help="last (the original's) or all (every position)")
-    _flag(train, "seed", type=_integer, default=None, help="seed for shuffling and initialisation")
-    _flag(train, "save-path", default=None, help="write the model bundle to this directory")
-    _flag(train, "name", default=None, help="publish to $TEXTGEN_DATA_DIR/models/NAME/<next version>/")
+    flag(train, "objective", default=d.objective, help="last (the original's) or all (every position)")
+    flag(train, "seed", type=_integer, default=None, help="seed for shuffling and initialisation")
+    flag(train, "save-path", default=None, help="write the model bundle to this directory")
+    flag(train, "name", default=None, help="publish to $TEXTGEN_DATA_DIR/models/NAME/<next version>/")
     train.add_argument("--from", "--loadModelPath", dest="init_from", default=None,
                        help="keep training this model bundle (path, or NAME[:VERSION] in the store)")
-    _flag(train, "gpu", action="store_true", help="require a GPU")
+    flag(train, "gpu", action="store_true", help="require a GPU")
 
     gen = commands.add_parser("gen", help="generate text from a trained model")
     gen.add_argument("paths", nargs="+", metavar="[CORPUS] MODEL",
                      help="optional corpus for the random seed slice, then the model (path or NAME[:VERSION])")
-    _flag(gen, "gen-length", type=_integer, default=GEN_LENGTH, help="characters to generate (default %(default)s)")
-    _flag(gen, "temperature", type=_number, default=GEN_TEMPERATURE, help=">= 0; 0 = greedy (default %(default)s)")
-    _flag(gen, "seed-text", default=None, help="start from this text instead of a slice of the corpus")
-    _flag(gen, "seed", type=_integer, default=None, help="the same seed gives the same text")
-    _flag(gen, "gpu", action="store_true", help="require a GPU")
+    flag(gen, "gen-length", type=_integer, default=GEN_LENGTH, help="characters to generate (default %(default)s)")
+    flag(gen, "temperature", type=_number, default=GEN_TEMPERATURE, help=">= 0; 0 = greedy (default %(default)s)")
+    flag(gen, "seed-text", default=None, help="start from this text instead of a slice of the corpus")
+    flag(gen, "seed", type=_integer, default=None, help="the same seed gives the same text")
+    flag(gen, "gpu", action="store_true", help="require a GPU")
 
     worker = commands.add_parser("worker", help="run an RQ worker for training jobs")
     worker.add_argument("worker_args", nargs=argparse.REMAINDER)
@@ -96,7 +81,7 @@ def _number(text: str) -> float:
 
 def resolve_model(spec: str) -> Path:
     """A bundle path, or ``NAME[:VERSION]`` of a model in ``$TEXTGEN_DATA_DIR/models``."""
-    from trainer import bundle, config
+    from textgen import bundle, config
 
     path = Path(spec)
     if path.exists() or "/" in spec or spec.startswith("."):
@@ -116,8 +101,9 @@ def resolve_model(spec: str) -> Path:
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
-    from trainer import bundle, config, corpus, training
-    from trainer.options import TrainConfig, parse_layer_sizes
+    from textgen import bundle, config, corpus
+    from textgen.options import TrainConfig, parse_layer_sizes
+    from trainer import export, training
 
     cfg = TrainConfig(
         lstm_layer_sizes=parse_layer_sizes(args.lstm_layer_size), sample_len=args.sample_len,
@@ -172,10 +158,10 @@ def cmd_train(args) -> int:
         if bar is not None:
             bar.close()
     if args.save_path:
-        path = bundle.save_to_path(result.model, result.meta, Path(args.save_path))
+        path = export.save_to_path(result.model, result.meta, Path(args.save_path))
         print(f"saved model to {path}", file=sys.stderr)
     if args.name:
-        path, version = bundle.publish(result.model, result.meta, config.models_dir(), args.name)
+        path, version = export.publish(result.model, result.meta, config.models_dir(), args.name)
         print(f"published {args.name} version {version} at {path}", file=sys.stderr)
     return 0
 
@@ -183,10 +169,12 @@ def cmd_train(args) -> int:
 def cmd_gen(args) -> int:
     import numpy as np
 
-    from trainer import bundle, corpus, training
-    from trainer.dataset import Charset, DatasetError, describe_chars
-    from trainer.options import OptionError
-    from trainer.sampling import Uniforms
+    from textgen import bundle, corpus
+    from textgen.charset import Charset, describe_chars
+    from textgen.options import OptionError
+    from textgen.sampling import Uniforms
+    from trainer import export, training
+    from trainer.dataset import DatasetError
 
     if len(args.paths) > 2:
         raise UsageError(f"gen takes [CORPUS] MODEL, got {len(args.paths)} arguments")
@@ -200,7 +188,7 @@ def cmd_gen(args) -> int:
     if args.gpu:
         training.require_gpu()
     model_path = resolve_model(model_spec)
-    model, meta = bundle.load_keras(model_path)
+    model, meta = export.load_keras(model_path)
     charset, sample_len = Charset(meta["charset"]), int(meta["sample_len"])
     seed = secrets.randbits(63) if args.seed is None else args.seed  # reported, so any run can be repeated
     rng = np.random.default_rng(seed)
