@@ -7,6 +7,7 @@ logged: the access log has the method, path and status only.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 DEFAULT_WEB_ADDR = "127.0.0.1:8080"
@@ -37,14 +38,19 @@ def main() -> int:
     except TextgenError as exc:
         print(f"web: {exc}", file=sys.stderr)
         return 2
-    print(f"web: the page and the HTTP API on http://{addr}/ (gRPC server {app.state.client.server})", flush=True)
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=True,
-                            timeout_graceful_shutdown=5, proxy_headers=False)
+    # Bind here, so that a port in use is one line on stderr rather than uvicorn's log of it.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        uvicorn.Server(config).run()
+        sock.bind((host, port))
     except OSError as exc:  # the port is taken, or the host is not an address here
+        sock.close()
         print(f"web: cannot listen on {addr} (TEXTGEN_WEB_ADDR): {exc.strerror or exc}", file=sys.stderr)
         return 2
+    print(f"web: the page and the HTTP API on http://{addr}/ (gRPC server {app.state.client.server})", flush=True)
+    config = uvicorn.Config(app, log_level="info", access_log=True, timeout_graceful_shutdown=5, proxy_headers=False)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

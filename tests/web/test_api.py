@@ -3,13 +3,17 @@ errors as HTTP statuses carrying the server's message, SSE for generation and jo
 client that goes away freeing its stream."""
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import time
 
 import httpx2 as httpx
 import pytest
 
 from client.api import Client, TextgenError
-from tests.web.conftest import TINY, TOKEN, parse_sse
+from tests.web.conftest import REPO, TINY, TOKEN, parse_sse
 
 
 @pytest.fixture(scope="module")
@@ -225,3 +229,27 @@ def test_the_openapi_document_and_docs_page_work_offline(web_stack):
     docs = web_stack.http.get("/docs").text
     assert "/docs-static/swagger-ui-bundle.js" in docs and "https://" not in docs
     assert web_stack.http.get("/docs-static/swagger-ui-bundle.js").status_code == 200
+
+
+@pytest.mark.parametrize("addr, message", [
+    ("nonsense", "web: TEXTGEN_WEB_ADDR='nonsense': give host:port, like 127.0.0.1:8080 or 0.0.0.0:8080"),
+    ("127.0.0.1:99999", "web: TEXTGEN_WEB_ADDR='127.0.0.1:99999': give host:port, like 127.0.0.1:8080 or 0.0.0.0:8080"),
+])
+def test_a_bad_listen_address_is_one_line_on_stderr(addr, message):
+    done = run_web(addr)
+    assert done.returncode == 2 and done.stderr == message + "\n" and done.stdout == ""
+
+
+def test_a_port_in_use_is_one_line_on_stderr():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        addr = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = run_web(addr)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"web: cannot listen on {addr} (TEXTGEN_WEB_ADDR): Address already in use\n"
+
+
+def run_web(addr: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "web"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "TEXTGEN_WEB_ADDR": addr})

@@ -239,7 +239,9 @@ function makeChart(element, series, data) {
   return new uPlot({
     width, height: 200,
     scales: { x: { time: false } },
-    axes: [{ label: series[0] }, { label: "loss (nats/char)" }],
+    // whole batches and epochs only on the x axis
+    axes: [{ label: series[0], incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000] },
+           { label: "loss (nats/char)" }],
     series: [{ label: series[0] }, ...series.slice(1).map((label, i) => ({
       label, stroke: ["#1f77b4", "#ff7f0e"][i], width: 1.5, points: { show: true, size: 4 },
     }))],
