@@ -10,6 +10,7 @@ of the gRPC status.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import time
 import uuid
@@ -89,24 +90,32 @@ def _prompt(body: CompletionBody) -> str:
     return body.prompt
 
 
-def _check_neutral(body: CompletionBody) -> None:
+def _extra_arguments(body: CompletionBody, generate) -> dict:
+    """OpenAI fields beyond ours: passed to ``generate`` when it takes them (top_k, top_p... as
+    client.Client grows them), ignored at OpenAI's neutral defaults, refused otherwise."""
+    params = inspect.signature(generate).parameters
+    extra = {}
     for name, value in (body.model_extra or {}).items():
-        if name in NEUTRAL and value == NEUTRAL[name]:
+        if name in params and name not in ("self", "model", "prompt", "length", "version"):
+            extra[name] = value
+        elif name in NEUTRAL and value == NEUTRAL[name]:
             continue
-        if name in NEUTRAL:
+        elif name in NEUTRAL:
             raise TextgenError("INVALID_ARGUMENT", f"{name}={value!r} is not supported by this server; "
                                                    f"leave it out (or {NEUTRAL[name]!r})")
-        raise TextgenError("INVALID_ARGUMENT", f"unknown field {name!r}; this server takes model, prompt, "
-                                               f"max_tokens, temperature, seed and stream")
+        else:
+            raise TextgenError("INVALID_ARGUMENT", f"unknown field {name!r}; this server takes model, prompt, "
+                                                   f"max_tokens, temperature, seed and stream")
+    return extra
 
 
 @router.post("/completions", summary="A completion, or a stream of completion chunks (stream=true)")
 async def completions(body: CompletionBody, client: Client = Depends(caller_client)):
-    _check_neutral(body)
+    extra = _extra_arguments(body, client.generate)
     prompt = _prompt(body)
     name, version = split_model(body.model)
     generation = client.generate(name, prompt=prompt, length=body.max_tokens, temperature=body.temperature,
-                                 seed=body.seed, version=version)
+                                 seed=body.seed, version=version, **extra)
     stream = BlockingStream(iter(generation), generation.cancel)
     chunks = stream.__aiter__()
     try:

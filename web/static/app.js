@@ -207,9 +207,9 @@ function deleteButton(m) {
     b.disabled = true;
     try {
       const done = await api("DELETE", `/api/v1/models/${encodeURIComponent(m.name)}?all=true`);
+      await loadModels();
       setStatus(`Deleted ${m.name} (version ${done.deleted_versions.join(", ")}).`);
       showError("");
-      await loadModels();
     } catch (err) {
       failed(`Could not delete ${m.name}`, err);
       b.disabled = false;
