@@ -240,13 +240,23 @@ def test_seed_text_and_output_are_inserted_as_text_not_html(browser, web_stack):
 
 
 def test_screenshot_mid_training_and_mid_generation(browser, web_stack):
-    """The README's picture: a model training on (its charts filling) while another one writes."""
+    """The README's picture: a model training on (its charts filling) while another one writes. The
+    training keeps training the page's model (its row's "Keep training" button)."""
+    from selenium.webdriver.common.by import By
+
     el(browser, "seed-text").clear()
     select(browser, "corpus", "tfjs-code")
     for field, value in {**FORM, "epochs": "40"}.items():
         fill(browser, field, value)
-    fill(browser, "model-name", "page-model-2")
+    el(browser, "model-name").clear()
+    browser.find_element(By.CSS_SELECTOR, f"#models tr[data-model='{PAGE_MODEL}'] td:last-child button:nth-child(2)").click()
+    assert el(browser, "from-model").get_attribute("value") == PAGE_MODEL
+    assert not el(browser, "layer-sizes").is_enabled()  # the model's own layers are kept
     el(browser, "train").click()
+    wait_until(lambda: attr(browser, "job-state", "state") == "started", what="the job to start")
+    job_id = browser.execute_script("return localStorage.getItem('textgen.job')")
+    job = web_stack.http.get(f"/api/v1/jobs/{job_id}").json()
+    assert (job["from_model"], job["model_name"], job["options"]["epochs"]) == (f"{PAGE_MODEL}:1", PAGE_MODEL, 40)
     wait_until(lambda: int(attr(browser, "epoch-chart", "points") or 0) >= 3 and
                attr(browser, "job-state", "state") == "started", what="three epochs",
                diagnose=lambda: (text(browser, "status"), text(browser, "job-state"), error_text(browser)))

@@ -134,7 +134,7 @@ function describeCorpus() {
   $("corpus-info").textContent = !c ? "" : c.builtin
     ? (c.available ? "built in, on the server" : "built in; fetched on first use")
     : `uploaded, ${c.size} bytes`;
-  if (c && !$("model-name").value) $("model-name").placeholder = c.builtin ? c.id : "my-text";
+  if (c && !$("from-model").value) $("model-name").placeholder = c.builtin ? c.id : "my-text";
 }
 
 async function uploadOwnText() {
@@ -224,6 +224,8 @@ function fromModelChanged() {
   $("layer-sizes").disabled = continuing;
   $("layer-sizes").title = continuing ? "kept from the model being trained further"
                                       : "one number per layer, separated by commas";
+  if (continuing) $("model-name").placeholder = $("from-model").value;  // a new version of it
+  else describeCorpus();
 }
 
 // ---- training -----------------------------------------------------------------------------------------
