@@ -19,6 +19,7 @@ This package imports only the generated code, grpc, tqdm and the standard librar
 """
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +70,13 @@ class Client:
             self._channel = grpc.insecure_channel(self.server)
         self._textgen = textgen_pb2_grpc.TextGenStub(self._channel)
         self._training = textgen_pb2_grpc.TrainingStub(self._channel)
+
+    def with_token(self, token: str) -> "Client":
+        """A client on this one's connection that sends ``token`` instead (the web gateway forwards
+        each caller's token this way, without a connection per caller). Close only the original."""
+        other = copy.copy(self)
+        other._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        return other
 
     def close(self) -> None:
         self._channel.close()
@@ -141,15 +149,10 @@ class Client:
     def cancel_job(self, job_id: str) -> pb.Job:
         return self._unary(self._training.CancelJob, pb.CancelJobRequest(job_id=job_id))
 
-    def watch_job(self, job_id: str) -> Iterator[pb.JobEvent]:
-        """Every event of the job from the first, then live ones; ends when the job ends."""
-        stream = self._training.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=self._metadata)
-        try:
-            yield from stream
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
-        finally:
-            stream.cancel()
+    def watch_job(self, job_id: str) -> "JobWatch":
+        """Every event of the job from the first, then live ones; ends when the job ends. Iterate the
+        result; its ``cancel()`` ends the watch from another thread."""
+        return JobWatch(self._training.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=self._metadata), self)
 
     def list_corpora(self) -> list[pb.Corpus]:
         return list(self._unary(self._training.ListCorpora, pb.ListCorporaRequest()).corpora)
@@ -230,6 +233,24 @@ class Generation:
     def text(self) -> str:
         """All of the text (consumes the stream)."""
         return "".join(self)
+
+    def cancel(self) -> None:
+        self._responses.cancel()
+
+
+class JobWatch:
+    """The events of one WatchJob stream (``pb.JobEvent``), in order."""
+
+    def __init__(self, responses, client: Client):
+        self._responses, self._client = responses, client
+
+    def __iter__(self) -> Iterator[pb.JobEvent]:
+        try:
+            yield from self._responses
+        except grpc.RpcError as exc:
+            raise self._client._error(exc) from None
+        finally:
+            self._responses.cancel()
 
     def cancel(self) -> None:
         self._responses.cancel()
