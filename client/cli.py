@@ -2,6 +2,7 @@
 
     client submit-train --corpus tfjs-code --layers 128 --epochs 5
     client generate tfjs-code --prompt "function " --length 300 --temperature 0.5
+    client score shakespeare nietzsche ./text.txt      # bits per character, the likeliest author first
     client models | client jobs | client corpora | client watch JOB_ID | client cancel JOB_ID
 
 ``--server`` (or TEXTGEN_SERVER) is the server to call; TEXTGEN_TOKEN and TEXTGEN_CA_CERT set the
@@ -94,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--logprobs", action="store_true",
                           help="after the text, print each character and its log-probability, one a line")
 
+    score = command("score", help="a text's log-likelihood under one or more models, best first")
+    score.add_argument("models", nargs="+", metavar="MODEL", help="model name, or NAME:VERSION")
+    score.add_argument("file", help="a UTF-8 text file ('-': standard input)")
+    score.add_argument("--per-character", action="store_true",
+                       help="also print each character's log-probability (one model only)")
+
     command("models", help="list models")
     command("corpora", help="list built-in and uploaded corpora")
 
@@ -177,6 +184,28 @@ def cmd_generate(client: Client, args) -> int:
     return 0
 
 
+def cmd_score(client: Client, args) -> int:
+    if args.per_character and len(args.models) > 1:
+        raise UsageError("--per-character takes one model")
+    try:
+        text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{args.file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    scores = []
+    for spec in args.models:
+        name, _, version = spec.partition(":")
+        if version and not version.isdigit():
+            raise UsageError(f"a model is NAME or NAME:VERSION, got {spec!r}")
+        scores.append(client.score(name, text, version=int(version or 0), per_character=args.per_character))
+    if args.per_character:
+        for char, logprob in zip(text[1:], scores[0].logprobs):
+            print(f"{char!r}\t{logprob:.6f}")
+    rows = [(s.model, s.version, s.characters, f"{s.log_likelihood:.1f}", f"{s.bits_per_char:.3f}")
+            for s in sorted(scores, key=lambda s: s.bits_per_char)]
+    _table(("MODEL", "VERSION", "CHARACTERS", "LOG-LIKELIHOOD(NATS)", "BITS/CHAR"), rows)
+    return 0
+
+
 def cmd_models(client: Client, args) -> int:
     rows = []
     for m in client.list_models():
@@ -211,7 +240,7 @@ def cmd_delete(client: Client, args) -> int:
 
 
 COMMANDS = {"submit-train": cmd_submit_train, "watch": cmd_watch, "jobs": cmd_jobs, "cancel": cmd_cancel,
-            "generate": cmd_generate, "models": cmd_models, "corpora": cmd_corpora, "upload": cmd_upload,
+            "generate": cmd_generate, "score": cmd_score, "models": cmd_models, "corpora": cmd_corpora, "upload": cmd_upload,
             "delete": cmd_delete}
 
 

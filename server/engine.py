@@ -43,6 +43,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from server import metrics
 from server.errors import BadRequest, DecodeFailed, RequestError, ShuttingDown, TooManyStreams, shown
 from server.store import ServedModel
 from textgen.charset import describe_chars
@@ -518,7 +519,8 @@ class _Batch:
         if self.functions.controls:
             inputs.update(top_k=tf.constant(top_k), top_p=tf.constant(top_p))
         began = time.perf_counter()
-        out = self.functions.advance(inputs, compiled)
+        with metrics.decode_step(sum(1 for stream in rows if stream is not None)):
+            out = self.functions.advance(inputs, compiled)
         ids = out.pop("ids").numpy()
         logprobs = out.pop("logprobs").numpy() if "logprobs" in out else None
         seconds = (time.perf_counter() - began) / k

@@ -4,6 +4,7 @@ from __future__ import annotations
 import grpc
 
 from server import engine as engine_module
+from server import metrics, scoring
 from server.engine import Engine, Unsupported
 from server.errors import (BadRequest, DecodeFailed, ModelNotFound, RequestError, ShuttingDown, StorageFailed,
                            TooManyStreams, abort)
@@ -25,9 +26,10 @@ STOP_REASONS = {engine_module.LENGTH: pb.STOP_REASON_LENGTH, engine_module.SHUTD
 
 
 class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
-    def __init__(self, store: ModelStore, engine: Engine):
+    def __init__(self, store: ModelStore, engine: Engine, max_score_chars: int = 100_000):
         self.store = store
         self.engine = engine
+        self.max_score_chars = max_score_chars
 
     def Generate(self, request, context):
         try:
@@ -54,6 +56,17 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
         if stream.stop_reason in STOP_REASONS:
             yield pb.GenerateResponse(end=pb.StreamEnd(
                 reason=STOP_REASONS[stream.stop_reason], characters=stream.produced))
+
+    def Score(self, request, context):
+        try:
+            model = self.store.get(request.model, request.version)
+            score = scoring.score_text(model, request.text, self.max_score_chars)
+        except RequestError as exc:
+            _abort(context, exc)
+        metrics.observe_score(model.name, score.characters)
+        return pb.ScoreResponse(model=model.name, version=model.version, characters=score.characters,
+                                log_likelihood=score.log_likelihood, bits_per_char=score.bits_per_char,
+                                logprobs=score.logprobs.tolist() if request.per_character else [])
 
     def ListModels(self, request, context):
         self.store.rescan()  # a version published a moment ago is listed (and served) now, not at the next scan

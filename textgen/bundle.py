@@ -7,6 +7,9 @@
     ``advance(state, phase, probs, temperature float32 [batch], top_k int32 [batch],
         top_p float32 [batch], uniforms float32 [batch, k]) -> state, phase, probs, ids int32 [batch, k],
         logprobs float32 [batch, k]``,
+    ``score(state, phase, probs, ids int32 [batch, k]) -> state, phase, probs, logprobs float32 [batch, k]``
+        (feeds GIVEN ids, reading each one's log-probability first; bundles written before it lack it:
+        server/scoring.py),
     ``sample(probs, temperature, uniform, top_k, top_p) -> ids`` (the sampling rule) and
     ``charset() -> string``. Bundles exported before top_k/top_p existed (tests/fixtures/bundle-v1)
     have ``advance`` and ``sample`` without ``top_k``, ``top_p`` and ``logprobs``; the server serves

@@ -128,5 +128,23 @@ class PipelinedDecoder:
             out = out.write(step, ids)
         return self._pack(hc), phase, probs, tf.transpose(out.stack()), tf.transpose(logprobs.stack())
 
+    @tf.function
+    def score(self, state, phase, probs, ids):
+        """Feed the GIVEN ``ids`` int32 ``[batch, k]`` (instead of sampled ones), reading the
+        log-probability of each before it is fed.
+
+        Returns ``(state, phase, probs, logprobs)``; ``logprobs`` float32 ``[batch, k]`` holds
+        ``log P(ids[b, j] | the up to sample_len ids before it)``, the original's window for window.
+        """
+        hc = self._split(state)
+        k = tf.shape(ids)[1]
+        active = tf.ones_like(phase, dtype=tf.bool)
+        out = tf.TensorArray(tf.float32, size=k)
+        for step in tf.range(k):
+            given = ids[:, step]
+            out = out.write(step, tf.math.log(tf.gather(probs, given, batch_dims=1)))
+            hc, phase, probs = self._feed(hc, phase, given, active)
+        return self._pack(hc), phase, probs, tf.transpose(out.stack())
+
     def _pack(self, hc):
         return tf.concat([t for pair in hc for t in pair], axis=-1)

@@ -64,6 +64,13 @@ def export_saved_model(model, sample_len: int, charset: Charset, path: Path) -> 
         ],
     )
     archive.add_endpoint(
+        "score",
+        lambda state, phase, probs, ids: dict(
+            zip(("state", "phase", "probs", "logprobs"), decoder.score(state, phase, probs, ids))
+        ),
+        input_signature=[state_spec, phase_spec, probs_spec, tf.TensorSpec([None, None], tf.int32, name="ids")],
+    )
+    archive.add_endpoint(
         "sample",
         lambda probs, temperature, uniform, top_k, top_p: {"ids": sample_ids(probs, temperature, uniform, top_k, top_p)},
         input_signature=[probs_spec, batch_float, batch_float, top_k_spec, top_p_spec],

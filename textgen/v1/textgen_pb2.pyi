@@ -167,6 +167,34 @@ class DeleteModelResponse(_message.Message):
     deleted_versions: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, deleted_versions: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class ScoreRequest(_message.Message):
+    __slots__ = ("model", "version", "text", "per_character")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    PER_CHARACTER_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    text: str
+    per_character: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., text: _Optional[str] = ..., per_character: _Optional[bool] = ...) -> None: ...
+
+class ScoreResponse(_message.Message):
+    __slots__ = ("model", "version", "characters", "log_likelihood", "bits_per_char", "logprobs")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHARACTERS_FIELD_NUMBER: _ClassVar[int]
+    LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
+    BITS_PER_CHAR_FIELD_NUMBER: _ClassVar[int]
+    LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    characters: int
+    log_likelihood: float
+    bits_per_char: float
+    logprobs: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., characters: _Optional[int] = ..., log_likelihood: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., logprobs: _Optional[_Iterable[float]] = ...) -> None: ...
+
 class TrainOptions(_message.Message):
     __slots__ = ("lstm_layer_sizes", "sample_len", "sample_step", "learning_rate", "epochs", "examples_per_epoch", "batch_size", "validation_split", "display_length", "objective", "seed")
     LSTM_LAYER_SIZES_FIELD_NUMBER: _ClassVar[int]
