@@ -1,15 +1,11 @@
 """Run every benchmark: ``python -m bench [--quick] [--minutes M] [--only train|decode]``.
 
-The training bench runs first, then the decode bench (``bench.decode_bench``, skipped with a message
-while it does not exist). ``--quick`` goes to both; ``--minutes`` to the training bench; any other
-flags go to the decode bench.
+The training bench runs first, then the decode bench. ``--quick`` goes to both; ``--minutes`` to the
+training bench; any other flags go to the decode bench. Each writes its results to bench/results/.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import inspect
 import sys
 
 
@@ -28,30 +24,14 @@ def main(argv=None) -> int:
     if args.only != "decode":
         from bench import train_bench
 
+        print("[bench] training bench", file=sys.stderr, flush=True)
         train_bench.main(quick + (["--minutes", repr(args.minutes)] if args.minutes is not None else []))
     if args.only != "train":
-        run_decode(quick + rest)
+        from bench import decode_bench
+
+        print("[bench] decode bench", file=sys.stderr, flush=True)
+        decode_bench.main(quick + rest)
     return 0
-
-
-def run_decode(argv: list[str]) -> None:
-    if importlib.util.find_spec("bench.decode_bench") is None:
-        print("[bench] bench/decode_bench.py does not exist yet: decode bench skipped", file=sys.stderr, flush=True)
-        return
-    module = importlib.import_module("bench.decode_bench")
-    if not hasattr(module, "main"):
-        print("[bench] bench.decode_bench has no main(): decode bench skipped", file=sys.stderr, flush=True)
-        return
-    print("[bench] decode bench", file=sys.stderr, flush=True)
-    if inspect.signature(module.main).parameters:
-        module.main(argv)
-        return
-    saved = sys.argv
-    sys.argv = ["python -m bench.decode_bench", *argv]  # a main() that reads sys.argv sees our flags
-    try:
-        module.main()
-    finally:
-        sys.argv = saved
 
 
 if __name__ == "__main__":

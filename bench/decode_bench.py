@@ -37,9 +37,9 @@ from server.reference import reference_generate  # noqa: E402
 from server.store import ModelStore  # noqa: E402
 from textgen.v1 import textgen_pb2 as pb  # noqa: E402
 from textgen.v1 import textgen_pb2_grpc  # noqa: E402
-from trainer import bundle  # noqa: E402
-from trainer.options import TrainConfig  # noqa: E402
-from trainer.sampling import Uniforms, sample_ids  # noqa: E402
+from textgen.options import TrainConfig  # noqa: E402
+from textgen.sampling import Uniforms, sample_ids  # noqa: E402
+from trainer import export  # noqa: E402
 from trainer.training import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def main(argv=None) -> dict:
                              examples_per_epoch=plan.train_examples, display_length=0, seed=1)
         result = train(text, config, corpus_name="tinyshakespeare")
         train_seconds = time.perf_counter() - t0
-        bundle.publish(result.model, result.meta, data_dir / "models", MODEL_NAME)
+        export.publish(result.model, result.meta, data_dir / "models", MODEL_NAME)
         out = {"quick": args.quick, "plan": dataclasses.asdict(plan),
                "model": {"name": MODEL_NAME, "lstm_layer_sizes": list(LAYERS), "sample_len": SAMPLE_LEN,
                          "charset_size": len(result.meta["charset"]), "val_bits_per_char": result.meta["bits_per_char"],

@@ -41,8 +41,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
-from trainer.dataset import Charset, TextDataset  # noqa: E402
-from trainer.options import MAX_EPOCHS, RECIPES, TrainConfig  # noqa: E402
+from textgen.charset import Charset  # noqa: E402
+from textgen.options import MAX_EPOCHS, RECIPES, TrainConfig  # noqa: E402
+from trainer.dataset import TextDataset  # noqa: E402
 from trainer.training import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

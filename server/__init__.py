@@ -7,4 +7,6 @@
 - ``app``: wiring (health, reflection, auth, TLS, graceful shutdown); ``config``: settings from the environment.
 """
 
-import trainer  # noqa: E402,F401  (imports TensorFlow with its C++ start-up lines kept off stderr)
+from textgen.tfimport import import_tensorflow
+
+import_tensorflow()

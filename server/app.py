@@ -50,7 +50,7 @@ class TextGenServer:
             options=[("grpc.max_receive_message_length", settings.max_message_bytes)],
         )
         textgen_pb2_grpc.add_TextGenServicer_to_server(TextGenServicer(self.store, self.engine), self.grpc_server)
-        self.training = training_service.register(self.grpc_server, settings)
+        self.training = training_service.register(self.grpc_server, settings, self.store)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         served = [TEXTGEN_SERVICE] + ([TRAINING_SERVICE] if self.training is not None else [])

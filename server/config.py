@@ -23,7 +23,7 @@ import math
 import os
 from pathlib import Path
 
-from trainer import config as shared_config
+from textgen import config as shared_config
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 

@@ -28,8 +28,8 @@ import tensorflow as tf
 
 from server.errors import BadRequest, DecodeFailed, ShuttingDown, TooManyStreams, shown
 from server.store import ServedModel
-from trainer.dataset import describe_chars
-from trainer.sampling import Uniforms
+from textgen.charset import describe_chars
+from textgen.sampling import Uniforms
 
 log = logging.getLogger(__name__)
 

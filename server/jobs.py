@@ -1,10 +1,10 @@
 """Training jobs as plain Python: validate, enqueue on RQ, read and follow what the worker records.
 
 ``Jobs`` is what the Training gRPC service calls (server/training_service.py translates messages),
-and what tests call directly. Jobs are dicts: the summary that trainer.job keeps in Redis
+and what tests call directly. Jobs are dicts: the summary that the worker keeps in Redis (textgen.jobs)
 (``id, state, corpus, model_name, options, from_model, model_version, error, enqueued_at,
 started_at, ended_at, epoch, epochs, loss, val_loss, attempts``); events are the dicts of the job's
-event stream (see trainer.job).
+event stream (see textgen.jobs).
 
 Redis is reached lazily: the server starts and generates text without it, and every call here that
 needs it raises QueueUnavailable naming its address (never its password).
@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from server.errors import BadRequest, ModelNotFound, RequestError, StorageFailed, shown
-from trainer import bundle, config, corpus
-from trainer import job as record
-from trainer.dataset import Charset, describe_chars
-from trainer.options import OptionError, TrainConfig
+from textgen import bundle, config, corpus
+from textgen import jobs as record
+from textgen.charset import Charset, describe_chars
+from textgen.options import OptionError, TrainConfig
 
 DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_RETRIES = record.MAX_ATTEMPTS - 1  # runs again after its worker died, resuming from its checkpoint
@@ -47,12 +47,15 @@ class QueueUnavailable(RequestError):
 
 
 class Jobs:
-    """Training jobs on the RQ queue ``trainer.config.QUEUE_NAME`` of the Redis at ``redis_url``."""
+    """Training jobs on the RQ queue ``textgen.config.QUEUE_NAME`` of the Redis at ``redis_url``."""
 
     def __init__(self, redis_url: str | None = None, models_dir: Path | None = None,
-                 max_upload_bytes: int | None = None):
+                 max_upload_bytes: int | None = None, on_published: Callable[[str, int], None] | None = None):
+        """``on_published(name, version)`` runs before a watcher is told a job finished: the server
+        loads the new version there, so whoever reads "finished" can use the model at once."""
         self.redis_url = redis_url or config.redis_url()
-        self.address = record.redis_address(self.redis_url)
+        self.on_published = on_published
+        self.address = config.redis_address(self.redis_url)
         self.models_dir = Path(models_dir) if models_dir is not None else config.models_dir()
         self.max_upload_bytes = max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES
         self._redis = None
@@ -312,6 +315,8 @@ class Jobs:
             entries = self._redis_call(record.read_events, self.redis, job_id, after=last, block_ms=WATCH_POLL_MS)
             for entry_id, event in entries:
                 last = entry_id
+                if event["type"] == "finished" and self.on_published is not None:
+                    self.on_published(event["model_name"], event["model_version"])
                 yield entry_id, event
                 if event["type"] in record.TERMINAL_STATES:
                     return

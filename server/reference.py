@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from server.store import ServedModel
-from trainer.sampling import Uniforms
+from textgen.sampling import Uniforms
 
 
 def reference_generate(model: ServedModel, prompt: str, length: int, temperature: float, seed: int | None) -> str:

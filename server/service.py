@@ -51,6 +51,7 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
                 reason=STOP_REASONS[stream.stop_reason], characters=stream.produced))
 
     def ListModels(self, request, context):
+        self.store.rescan()  # a version published a moment ago is listed (and served) now, not at the next scan
         return pb.ListModelsResponse(models=[
             pb.ModelSummary(name=name, versions=[m.version for m in versions], latest=model_info(versions[-1]))
             for name, versions in self.store.list_models()
@@ -58,7 +59,7 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
 
     def GetModel(self, request, context):
         try:
-            return model_info(self.store.get(request.model, request.version))
+            return model_info(self.store.get(request.model, request.version, fresh=True))
         except RequestError as exc:
             _abort(context, exc)
 

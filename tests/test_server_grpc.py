@@ -230,13 +230,13 @@ def test_get_model_errors_name_the_model_and_what_exists(stub):
 
 
 def test_versions_appear_and_disappear_without_restart(trained_bundles, tmp_path):
-    from trainer import bundle
+    from trainer import export
 
     models_dir = copy_models(trained_bundles, tmp_path)
     with running_server(tmp_path, reload_seconds=0.2) as server:
         channel, stub = connect(server)
-        model, meta = bundle.load_keras(trained_bundles["one"])
-        _, version = bundle.publish(model, meta, models_dir, "shake-one")
+        model, meta = export.load_keras(trained_bundles["one"])
+        _, version = export.publish(model, meta, models_dir, "shake-one")
         assert version == 2
         # Asked for by number, it is found at once (a miss rescans); as "latest", by the next rescan.
         assert stub.GetModel(pb.GetModelRequest(model="shake-one", version=2)).version == 2

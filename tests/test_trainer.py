@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import bundle
+from textgen import bundle
+from textgen.charset import Charset, CharsetError
+from textgen.options import OptionError, TrainConfig
+from textgen.sampling import Uniforms, sample_ids
+from trainer import export
 from trainer.decode import PipelinedDecoder
-from trainer.dataset import Charset, DatasetError, TextDataset, window_starts
+from trainer.dataset import DatasetError, TextDataset, window_starts
 from trainer.model import build_model
-from trainer.options import OptionError, TrainConfig
-from trainer.sampling import Uniforms, sample_ids
 from trainer.training import CharsetMismatch, generate_ids, train
 
 from .conftest import corpus_text
@@ -76,7 +78,7 @@ def test_validation_is_the_held_out_tail():
 def test_charset_is_sorted_and_names_unknown_characters():
     charset = Charset.of_text("banana!")
     assert charset.chars == "!abn"
-    with pytest.raises(DatasetError, match=r"'é' \(U\+00E9\)"):
+    with pytest.raises(CharsetError, match=r"'é' \(U\+00E9\)"):
         charset.encode("bé")
 
 
@@ -90,9 +92,9 @@ def test_a_corpus_shorter_than_a_window_is_refused():
 def test_one_hot_lstm_equals_a_hand_computation():
     model = build_model(3, [2])
     rng = np.random.default_rng(0)
-    for w in model.weights:
+    for w in model.trainable_weights:  # the one-hot table stays the identity
         w.assign(rng.normal(0, 0.7, w.shape).astype("float32"))
-    kernel, recurrent, bias, dense_w, dense_b = [w.numpy() for w in model.weights]
+    kernel, recurrent, bias, dense_w, dense_b = [w.numpy() for w in model.trainable_weights]
     sigmoid = lambda z: 1 / (1 + np.exp(-z))
     h, c = np.zeros(2), np.zeros(2)
     for char_id in [2, 0, 1]:
@@ -175,8 +177,8 @@ def test_pipelined_generation_is_greedy_reference_output(text):
 
 def test_save_load_and_continue_round_trip_exactly(text, tmp_path):
     result = train(text, TrainConfig(lstm_layer_sizes=(16,), **TINY))
-    path = bundle.save_to_path(result.model, result.meta, tmp_path / "model")
-    loaded, meta = bundle.load_keras(path)
+    path = export.save_to_path(result.model, result.meta, tmp_path / "model")
+    loaded, meta = export.load_keras(path)
     ids = result.meta and Charset(meta["charset"]).encode(text[:10])[None, :]
     np.testing.assert_array_equal(loaded(ids).numpy(), result.model(ids).numpy())
     served = tf.saved_model.load(str(path / "saved_model"))
@@ -191,7 +193,7 @@ def test_save_load_and_continue_round_trip_exactly(text, tmp_path):
 
 def test_continuing_on_text_with_new_characters_names_them(text, tmp_path):
     result = train(text, TrainConfig(lstm_layer_sizes=(8,), **TINY))
-    path = bundle.save_to_path(result.model, result.meta, tmp_path / "m")
+    path = export.save_to_path(result.model, result.meta, tmp_path / "m")
     with pytest.raises(CharsetMismatch, match=r"'~' \(U\+007E\)"):
         train(text + "~~", TrainConfig(**TINY), init_from=path)
 
@@ -218,13 +220,13 @@ def test_checkpoints_resume_after_the_last_epoch(text, tmp_path):
 
 def test_publish_numbers_versions_and_leaves_no_temporary_directory(text, tmp_path):
     result = train(text, TrainConfig(lstm_layer_sizes=(8,), **TINY))
-    assert bundle.publish(result.model, result.meta, tmp_path, "shake")[1] == 1
-    assert bundle.publish(result.model, result.meta, tmp_path, "shake")[1] == 2
+    assert export.publish(result.model, result.meta, tmp_path, "shake")[1] == 1
+    assert export.publish(result.model, result.meta, tmp_path, "shake")[1] == 2
     assert sorted(p.name for p in (tmp_path / "shake").iterdir()) == [".last-version", "1", "2"]
     assert json.loads((tmp_path / "shake" / "2" / "meta.json").read_text())["version"] == 2
     import shutil
     shutil.rmtree(tmp_path / "shake" / "2")  # deleting the latest version does not free its number
-    assert bundle.publish(result.model, result.meta, tmp_path, "shake")[1] == 3
+    assert export.publish(result.model, result.meta, tmp_path, "shake")[1] == 3
 
 
 def test_an_interrupted_save_leaves_no_bundle_behind(text, tmp_path):
@@ -238,9 +240,9 @@ def test_an_interrupted_save_leaves_no_bundle_behind(text, tmp_path):
     model.save = explode  # the Keras file is written after the SavedModel: fail half way
     try:
         with pytest.raises(KeyboardInterrupt):
-            bundle.save_to_path(model, result.meta, tmp_path / "m")
+            export.save_to_path(model, result.meta, tmp_path / "m")
         with pytest.raises(KeyboardInterrupt):
-            bundle.publish(model, result.meta, tmp_path / "models", "m")
+            export.publish(model, result.meta, tmp_path / "models", "m")
     finally:
         model.save = original
     assert not (tmp_path / "m").exists()
@@ -269,13 +271,13 @@ def test_bad_training_options_are_named(change, message):
 
 
 def test_a_model_too_large_for_memory_is_refused_with_its_size():
-    # 4*4096*(100+4096+1) + 2 * 4*4096*(4096+4096+1) + 4096*100 + 100
-    with pytest.raises(OptionError, match=r"give 337,641,572 parameters \(1,288 MiB of weights\) .* at most 50,000,000"):
+    # 100*100 (one-hot) + 4*4096*(100+4096+1) + 2 * 4*4096*(4096+4096+1) + 4096*100 + 100
+    with pytest.raises(OptionError, match=r"give 337,651,572 parameters \(1,288 MiB of weights\) .* at most 50,000,000"):
         TrainConfig(lstm_layer_sizes=(4096, 4096, 4096)).validate(charset_size=100)
 
 
 def test_parameter_count_is_keras_count():
-    from trainer.model import parameter_count
+    from textgen.options import parameter_count
     assert parameter_count(10, (16, 8)) == build_model(10, (16, 8)).count_params()
 
 
@@ -284,7 +286,7 @@ def test_a_full_disk_or_read_only_volume_is_a_bundle_error_naming_the_folder(tex
     blocked = tmp_path / "models"
     blocked.write_text("a file where the models folder should be")
     with pytest.raises(bundle.BundleError, match=r"cannot write the model bundle in .*models/m"):
-        bundle.publish(result.model, result.meta, blocked, "m")
+        export.publish(result.model, result.meta, blocked, "m")
 
 
 def test_leftovers_of_killed_publishes_are_swept_once_old(tmp_path):
@@ -297,10 +299,10 @@ def test_leftovers_of_killed_publishes_are_swept_once_old(tmp_path):
     old = time.time() - 7200
     for entry in parent.iterdir():
         os.utime(entry, (old, old))
-    assert bundle.sweep_leftovers(tmp_path, older_than=3600) != []
+    assert export.sweep_leftovers(tmp_path, older_than=3600) != []
     assert sorted(p.name for p in parent.iterdir()) == [".last-version", "1"]
     (parent / ".tmp-fresh").mkdir()  # a publish in progress now: left alone
-    assert bundle.sweep_leftovers(tmp_path, older_than=3600) == []
+    assert export.sweep_leftovers(tmp_path, older_than=3600) == []
 
 
 def test_running_out_of_memory_is_a_message_not_a_traceback():

@@ -1,24 +1,7 @@
-"""textgen trainer: corpora, the character-level LSTM, its training loop, and the model bundle."""
-import os
+"""textgen trainer: the character-level LSTM, its training loop, bundle export, the RQ job and worker.
 
+Stands on the shared core ``textgen`` (charset, options, corpus catalog, bundle layout, job records).
+"""
+from textgen.tfimport import import_tensorflow
 
-def _import_tensorflow_quietly():
-    """Import TensorFlow with its C++ start-up lines (absl, oneDNN notices) kept off stderr.
-
-    They are printed before TF_CPP_MIN_LOG_LEVEL takes effect and would bury the one-line errors
-    users need. Only file descriptor 2 is silenced, and only during the import; a failing import
-    still raises its Python exception.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ errors surface as Python exceptions
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-_import_tensorflow_quietly()
+import_tensorflow()

@@ -14,27 +14,12 @@ import secrets
 import sys
 from pathlib import Path
 
+from trainer.args import Parser, UsageError, flag
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 GEN_LENGTH = 200
 GEN_TEMPERATURE = 0.5
-
-
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not argparse's usage block
-        raise UsageError(message)
-
-
-def _flag(parser, name: str, **kwargs):
-    """Add ``--kebab-name`` with its camelCase alias (``--kebabName``)."""
-    head, *rest = name.split("-")
-    camel = head + "".join(part.capitalize() for part in rest)
-    names = [f"--{name}"] + ([f"--{camel}"] if camel != name else [])
-    parser.add_argument(*names, dest=name.replace("-", "_"), **kwargs)
 
 
 # Flags of `train` that set a TrainConfig field of the same name (given ones override the recipe).
@@ -44,11 +29,11 @@ CONFIG_FLAGS = ("sample_len", "sample_step", "learning_rate", "optimizer", "lr_s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from trainer.options import DEFAULT_RECIPE, MAX_EPOCHS, OPTIMIZERS, RECIPES, TrainConfig
+    from textgen.options import DEFAULT_RECIPE, MAX_EPOCHS, OPTIMIZERS, RECIPES, TrainConfig
 
     d = TrainConfig()
-    parser = _Parser(prog="python -m trainer", description="Train a character-level LSTM and generate text.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="python -m trainer", description="Train a character-level LSTM and generate text.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     recipes = "; ".join(f"{name}: {recipe.summary}" for name, recipe in RECIPES.items())
     train = commands.add_parser(
@@ -56,52 +41,52 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a model. A recipe sets several options at once; an option given with it wins. With "
                     "no options this is the original example's training.")
     train.add_argument("corpus", help="nietzsche, julesverne, shakespeare, tfjs-code, or a path to a text file")
-    _flag(train, "recipe", default=DEFAULT_RECIPE, choices=tuple(RECIPES),
+    flag(train, "recipe", default=DEFAULT_RECIPE, choices=tuple(RECIPES),
           help=f"named settings (default %(default)s). {recipes}")
-    _flag(train, "lstm-layer-size", default=None,
+    flag(train, "lstm-layer-size", default=None,
           help=f"units of each LSTM layer, comma-separated (default {','.join(map(str, d.lstm_layer_sizes))})")
-    _flag(train, "sample-len", type=_integer, default=None, help=f"window length (default {d.sample_len})")
-    _flag(train, "sample-step", type=_integer, default=None, help=f"step between windows (default {d.sample_step})")
-    _flag(train, "learning-rate", type=_number, default=None,
+    flag(train, "sample-len", type=_integer, default=None, help=f"window length (default {d.sample_len})")
+    flag(train, "sample-step", type=_integer, default=None, help=f"step between windows (default {d.sample_step})")
+    flag(train, "learning-rate", type=_number, default=None,
           help=f"peak learning rate (default {d.learning_rate:g}; fast: 0.004)")
-    _flag(train, "optimizer", default=None, help=f"{', '.join(OPTIMIZERS)} (default {d.optimizer}; fast: adam)")
-    _flag(train, "lr-schedule", default=None,
+    flag(train, "optimizer", default=None, help=f"{', '.join(OPTIMIZERS)} (default {d.optimizer}; fast: adam)")
+    flag(train, "lr-schedule", default=None,
           help="constant, or cosine: --warmup-steps of linear warmup, then cosine decay to a tenth of the "
                "learning rate by the end of the run (its epochs, or --time-budget) (default constant; fast: cosine)")
-    _flag(train, "warmup-steps", type=_integer, default=None, help="steps of warmup for --lr-schedule cosine "
+    flag(train, "warmup-steps", type=_integer, default=None, help="steps of warmup for --lr-schedule cosine "
           "(default 0; fast: 100)")
-    _flag(train, "clip-norm", type=_number, default=None,
+    flag(train, "clip-norm", type=_number, default=None,
           help="clip each step's gradients to this global norm; 0 = no clipping (default 0; fast: 1)")
-    _flag(train, "dropout", type=_number, default=None, help="dropout between LSTM layers, in [0, 1) (default 0)")
-    _flag(train, "precision", default=None,
+    flag(train, "dropout", type=_number, default=None, help="dropout between LSTM layers, in [0, 1) (default 0)")
+    flag(train, "precision", default=None,
           help="float32, bfloat16 (mixed), or auto: bfloat16 on CPUs that do it natively (default float32; fast: auto)")
-    _flag(train, "time-budget", type=_number, default=None, metavar="MINUTES",
+    flag(train, "time-budget", type=_number, default=None, metavar="MINUTES",
           help="train for this many minutes of steps (validation and samples after each epoch come on top), "
                "with the learning-rate schedule fitted to them; --epochs still caps the run and defaults to "
                f"{MAX_EPOCHS} with it")
-    _flag(train, "epochs", type=_integer, default=None, help=f"default {d.epochs}")
-    _flag(train, "examples-per-epoch", type=_integer, default=None, help=f"default {d.examples_per_epoch}")
-    _flag(train, "batch-size", type=_integer, default=None, help=f"default {d.batch_size}")
-    _flag(train, "validation-split", type=_number, default=None,
+    flag(train, "epochs", type=_integer, default=None, help=f"default {d.epochs}")
+    flag(train, "examples-per-epoch", type=_integer, default=None, help=f"default {d.examples_per_epoch}")
+    flag(train, "batch-size", type=_integer, default=None, help=f"default {d.batch_size}")
+    flag(train, "validation-split", type=_number, default=None,
           help=f"fraction of the text held out at its end (default {d.validation_split})")
-    _flag(train, "display-length", type=_integer, default=None,
+    flag(train, "display-length", type=_integer, default=None,
           help=f"characters of sample text after each epoch (default {d.display_length})")
-    _flag(train, "objective", default=None, help="last (the original's, default) or all (every position; fast)")
-    _flag(train, "seed", type=_integer, default=None, help="seed for shuffling and initialisation")
-    _flag(train, "save-path", default=None, help="write the model bundle to this directory")
-    _flag(train, "name", default=None, help="publish to $TEXTGEN_DATA_DIR/models/NAME/<next version>/")
+    flag(train, "objective", default=None, help="last (the original's, default) or all (every position; fast)")
+    flag(train, "seed", type=_integer, default=None, help="seed for shuffling and initialisation")
+    flag(train, "save-path", default=None, help="write the model bundle to this directory")
+    flag(train, "name", default=None, help="publish to $TEXTGEN_DATA_DIR/models/NAME/<next version>/")
     train.add_argument("--from", "--loadModelPath", dest="init_from", default=None,
                        help="keep training this model bundle (path, or NAME[:VERSION] in the store)")
-    _flag(train, "gpu", action="store_true", help="require a GPU")
+    flag(train, "gpu", action="store_true", help="require a GPU")
 
     gen = commands.add_parser("gen", help="generate text from a trained model")
     gen.add_argument("paths", nargs="+", metavar="[CORPUS] MODEL",
                      help="optional corpus for the random seed slice, then the model (path or NAME[:VERSION])")
-    _flag(gen, "gen-length", type=_integer, default=GEN_LENGTH, help="characters to generate (default %(default)s)")
-    _flag(gen, "temperature", type=_number, default=GEN_TEMPERATURE, help=">= 0; 0 = greedy (default %(default)s)")
-    _flag(gen, "seed-text", default=None, help="start from this text instead of a slice of the corpus")
-    _flag(gen, "seed", type=_integer, default=None, help="the same seed gives the same text")
-    _flag(gen, "gpu", action="store_true", help="require a GPU")
+    flag(gen, "gen-length", type=_integer, default=GEN_LENGTH, help="characters to generate (default %(default)s)")
+    flag(gen, "temperature", type=_number, default=GEN_TEMPERATURE, help=">= 0; 0 = greedy (default %(default)s)")
+    flag(gen, "seed-text", default=None, help="start from this text instead of a slice of the corpus")
+    flag(gen, "seed", type=_integer, default=None, help="the same seed gives the same text")
+    flag(gen, "gpu", action="store_true", help="require a GPU")
 
     worker = commands.add_parser("worker", help="run an RQ worker for training jobs")
     worker.add_argument("worker_args", nargs=argparse.REMAINDER)
@@ -124,7 +109,7 @@ def _number(text: str) -> float:
 
 def resolve_model(spec: str) -> Path:
     """A bundle path, or ``NAME[:VERSION]`` of a model in ``$TEXTGEN_DATA_DIR/models``."""
-    from trainer import bundle, config
+    from textgen import bundle, config
 
     path = Path(spec)
     if path.exists() or "/" in spec or spec.startswith("."):
@@ -143,7 +128,7 @@ def resolve_model(spec: str) -> Path:
 
 def train_config(args):
     """The TrainConfig of the `train` flags: the recipe's settings, then every flag given over them."""
-    from trainer.options import MAX_EPOCHS, TrainConfig, parse_layer_sizes
+    from textgen.options import MAX_EPOCHS, TrainConfig, parse_layer_sizes
 
     options = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name) is not None}
     if args.lstm_layer_size is not None:
@@ -157,7 +142,8 @@ def train_config(args):
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
-    from trainer import bundle, config, corpus, training
+    from textgen import bundle, config, corpus
+    from trainer import export, training
 
     cfg = train_config(args).validate()
     if args.name:
@@ -209,10 +195,10 @@ def cmd_train(args) -> int:
         if bar is not None:
             bar.close()
     if args.save_path:
-        path = bundle.save_to_path(result.model, result.meta, Path(args.save_path))
+        path = export.save_to_path(result.model, result.meta, Path(args.save_path))
         print(f"saved model to {path}", file=sys.stderr)
     if args.name:
-        path, version = bundle.publish(result.model, result.meta, config.models_dir(), args.name)
+        path, version = export.publish(result.model, result.meta, config.models_dir(), args.name)
         print(f"published {args.name} version {version} at {path}", file=sys.stderr)
     return 0
 
@@ -220,10 +206,12 @@ def cmd_train(args) -> int:
 def cmd_gen(args) -> int:
     import numpy as np
 
-    from trainer import bundle, corpus, training
-    from trainer.dataset import Charset, DatasetError, describe_chars
-    from trainer.options import OptionError
-    from trainer.sampling import Uniforms
+    from textgen import bundle, corpus
+    from textgen.charset import Charset, describe_chars
+    from textgen.options import OptionError
+    from textgen.sampling import Uniforms
+    from trainer import export, training
+    from trainer.dataset import DatasetError
 
     if len(args.paths) > 2:
         raise UsageError(f"gen takes [CORPUS] MODEL, got {len(args.paths)} arguments")
@@ -237,7 +225,7 @@ def cmd_gen(args) -> int:
     if args.gpu:
         training.require_gpu()
     model_path = resolve_model(model_spec)
-    model, meta = bundle.load_keras(model_path)
+    model, meta = export.load_keras(model_path)
     charset, sample_len = Charset(meta["charset"]), int(meta["sample_len"])
     seed = secrets.randbits(63) if args.seed is None else args.seed  # reported, so any run can be repeated
     rng = np.random.default_rng(seed)

@@ -14,58 +14,12 @@ import dataclasses
 
 import numpy as np
 
-SAMPLE_LEN = 60
-SAMPLE_STEP = 3
-EXAMPLES_PER_EPOCH = 10000
-VALIDATION_SPLIT = 0.0625
+from textgen.charset import Charset, CharsetError
+from textgen.options import EXAMPLES_PER_EPOCH, SAMPLE_LEN, SAMPLE_STEP, VALIDATION_SPLIT
 
 
 class DatasetError(ValueError):
     """A text that cannot be turned into training windows (too short, unknown characters)."""
-
-
-class Charset:
-    """The sorted set of characters of a training text; ids are positions in it."""
-
-    def __init__(self, chars: str):
-        if len(set(chars)) != len(chars):
-            raise DatasetError("a charset must not repeat characters")
-        self.chars = "".join(sorted(chars))
-        self._index = {c: i for i, c in enumerate(self.chars)}
-
-    @classmethod
-    def of_text(cls, text: str) -> "Charset":
-        return cls("".join(set(text)))
-
-    def __len__(self) -> int:
-        return len(self.chars)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Charset) and self.chars == other.chars
-
-    def __contains__(self, char: str) -> bool:
-        return char in self._index
-
-    def missing(self, text: str) -> str:
-        """The characters of ``text`` this charset lacks, sorted, each once."""
-        return "".join(sorted(set(text) - self._index.keys()))
-
-    def encode(self, text: str) -> np.ndarray:
-        """``text`` as int32 ids ``[len(text)]``; raises DatasetError naming unknown characters."""
-        missing = self.missing(text)
-        if missing:
-            raise DatasetError(f"characters not in the charset: {describe_chars(missing)}")
-        return np.fromiter((self._index[c] for c in text), dtype=np.int32, count=len(text))
-
-    def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
-
-
-def describe_chars(chars: str, limit: int = 20) -> str:
-    """A readable list of characters for error messages: ``'é' (U+00E9), '\\t' (U+0009)``."""
-    shown = [f"{c!r} (U+{ord(c):04X})" for c in chars[:limit]]
-    more = f" and {len(chars) - limit} more" if len(chars) > limit else ""
-    return ", ".join(shown) + more
 
 
 def window_starts(text_len: int, sample_len: int, sample_step: int) -> np.ndarray:
@@ -110,7 +64,10 @@ class TextDataset:
                 f"needs at least {sample_len + 2}"
             )
         charset = charset or Charset.of_text(text)
-        ids = charset.encode(text)
+        try:
+            ids = charset.encode(text)
+        except CharsetError as exc:
+            raise DatasetError(str(exc)) from None
         n_val = int(len(ids) * validation_split)
         if n_val and n_val < sample_len + 2:
             n_val = 0  # too short to hold a single validation window: validate on nothing

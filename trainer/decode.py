@@ -21,7 +21,7 @@ from __future__ import annotations
 import tensorflow as tf
 from keras import layers
 
-from trainer.sampling import sample_ids
+from textgen.sampling import sample_ids
 
 
 class PipelinedDecoder:

@@ -5,35 +5,19 @@ output next-character probabilities ``[batch, charset_size]``. The model takes w
 (the input's time axis is ``None``) so that a prompt shorter than ``sample_len`` is a shorter window,
 exactly as the original would see it. With ``all_positions`` the last LSTM returns sequences and the
 output is ``[batch, time, charset_size]``: the same weights, trained on every position.
+
+Only Keras' built-in layers, so a bundle's ``model.keras`` loads in stock Keras (safe mode on) in a
+process that never imported this project.
 """
 from __future__ import annotations
 
 import keras
 from keras import layers, ops
 
-LSTM_LAYER_SIZES = (128, 128)
-LEARNING_RATE = 1e-2
-OPTIMIZERS = ("rmsprop", "adam", "adamw")
+from textgen.options import LEARNING_RATE, LSTM_LAYER_SIZES
+
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with native bfloat16 arithmetic
 ADAMW_WEIGHT_DECAY = 0.1  # nanoGPT's (Keras decays every variable, biases too)
-
-
-@keras.saving.register_keras_serializable(package="textgen")
-class OneHot(layers.Layer):
-    """Character ids ``[batch, time]`` to one-hot float32 ``[batch, time, depth]``."""
-
-    def __init__(self, depth: int, **kwargs):
-        super().__init__(**kwargs)
-        self.depth = depth
-
-    def call(self, ids):
-        return ops.one_hot(ops.cast(ids, "int32"), self.depth)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape, self.depth)
-
-    def get_config(self):
-        return {**super().get_config(), "depth": self.depth}
 
 
 def build_model(charset_size: int, lstm_layer_sizes=LSTM_LAYER_SIZES, all_positions: bool = False,
@@ -46,7 +30,11 @@ def build_model(charset_size: int, lstm_layer_sizes=LSTM_LAYER_SIZES, all_positi
     """
     lstm_dtype = "mixed_bfloat16" if precision == "bfloat16" else None
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
-    x = OneHot(charset_size, name="one_hot")(ids)
+    # One-hot as a frozen identity embedding: a built-in layer that takes [batch, time] ids of any
+    # length, also inside a traced function (CategoryEncoding cannot: it tests the time axis's size in
+    # Python, which a [None, None] signature does not have).
+    x = layers.Embedding(charset_size, charset_size, embeddings_initializer="identity", trainable=False,
+                         name="one_hot")(ids)
     for i, units in enumerate(lstm_layer_sizes):
         last = i == len(lstm_layer_sizes) - 1
         # Default activations, no recurrent dropout, no mask: the conditions for the cuDNN kernel on a
@@ -80,7 +68,7 @@ def lstm_layer_sizes(model) -> list[int]:
 
 
 def charset_size(model) -> int:
-    return model.get_layer("one_hot").depth
+    return int(model.get_layer("next_char").units)
 
 
 def with_objective(model, all_positions: bool, dropout: float = 0.0, precision: str = "float32"):
@@ -100,6 +88,20 @@ def with_objective(model, all_positions: bool, dropout: float = 0.0, precision: 
     return other
 
 
+def upgraded(model):
+    """A model loaded from a bundle written before the one-hot was a built-in layer, rebuilt with
+    built-in layers only and the same LSTM and softmax weights."""
+    if isinstance(model.get_layer("one_hot"), layers.Embedding):
+        return model
+    sizes = lstm_layer_sizes(model)
+    returns_sequences = model.get_layer(f"lstm_{len(sizes) - 1}").return_sequences
+    rebuilt = build_model(charset_size(model), sizes, all_positions=returns_sequences)
+    for layer in model.layers:
+        if layer.weights:
+            rebuilt.get_layer(layer.name).set_weights(layer.get_weights())
+    return rebuilt
+
+
 def make_optimizer(name: str = "rmsprop", learning_rate: float = LEARNING_RATE, clip_norm: float = 0.0):
     """The optimizer by name; ``clip_norm`` > 0 clips the global norm of each step's gradients.
 
@@ -111,20 +113,31 @@ def make_optimizer(name: str = "rmsprop", learning_rate: float = LEARNING_RATE, 
         return keras.optimizers.Adam(learning_rate=learning_rate, **clip)
     if name == "adamw":
         return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=ADAMW_WEIGHT_DECAY, **clip)
-    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    raise ValueError(f"optimizer must be one of rmsprop, adam, adamw, got {name!r}")
 
 
 def compile_model(model, learning_rate: float = LEARNING_RATE, optimizer: str = "rmsprop", clip_norm: float = 0.0):
     """Cross-entropy on integer targets (the original uses one-hot targets) with the named optimizer;
     the defaults are the original's: RMSprop at 1e-2, no clipping."""
-    model.compile(optimizer=make_optimizer(optimizer, learning_rate, clip_norm), loss=keras.losses.SparseCategoricalCrossentropy())
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate, clip_norm),
+                  loss=keras.losses.SparseCategoricalCrossentropy())
     return model
 
 
-def parameter_count(charset_size: int, lstm_layer_sizes) -> int:
-    """Trainable parameters of ``build_model(charset_size, lstm_layer_sizes)``, without building it."""
-    total, inputs = 0, charset_size
-    for units in lstm_layer_sizes:
-        total += 4 * units * (inputs + units + 1)
-        inputs = units
-    return total + inputs * charset_size + charset_size
+@keras.saving.register_keras_serializable(package="textgen")
+class OneHot(layers.Layer):
+    """The one-hot layer of bundles written before the built-in one took its place; kept
+    registered so their ``model.keras`` still loads (``upgraded`` then rebuilds the model)."""
+
+    def __init__(self, depth: int, **kwargs):
+        super().__init__(**kwargs)
+        self.depth = depth
+
+    def call(self, ids):
+        return ops.one_hot(ops.cast(ids, "int32"), self.depth)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, self.depth)
+
+    def get_config(self):
+        return {**super().get_config(), "depth": self.depth}

@@ -32,12 +32,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import bundle
-from trainer.dataset import Charset, TextDataset, describe_chars
+from textgen.charset import Charset, describe_chars
+from textgen.options import TrainConfig
+from textgen.sampling import DISPLAY_TEMPERATURES, Uniforms
+from trainer import export
+from trainer.dataset import TextDataset
 from trainer.decode import PipelinedDecoder
 from trainer.model import build_model, compile_model, lstm_layer_sizes, resolve_precision, with_objective
-from trainer.options import TrainConfig
-from trainer.sampling import DISPLAY_TEMPERATURES, Uniforms
 
 CHECKPOINT_MODEL = "checkpoint.keras"
 CHECKPOINT_STATE = "checkpoint.json"
@@ -66,10 +67,11 @@ OUT_OF_MEMORY = "out of memory: try smaller layers (--lstm-layer-size) or a smal
 def describe_failure(exc: BaseException) -> str | None:
     """The one-line message for a failure the user can act on (bad input, missing file, no memory),
     or None for a bug. The CLI prints it; the RQ job records it as the job's reason."""
-    from trainer import bundle, corpus, dataset, options
+    from textgen import bundle, charset, corpus, options
+    from trainer import dataset
 
-    if isinstance(exc, (corpus.CorpusError, dataset.DatasetError, options.OptionError, bundle.BundleError,
-                        TrainingError)):
+    if isinstance(exc, (corpus.CorpusError, dataset.DatasetError, charset.CharsetError, options.OptionError,
+                        bundle.BundleError, TrainingError)):
         return str(exc)
     if isinstance(exc, (MemoryError, tf.errors.ResourceExhaustedError)):
         return OUT_OF_MEMORY
@@ -106,7 +108,7 @@ def train(
     emit = on_event or (lambda event: None)
     parent_meta, charset, model = {}, None, None
     if init_from is not None:
-        model, parent_meta = bundle.load_keras(init_from)
+        model, parent_meta = export.load_keras(init_from)
         charset = Charset(parent_meta["charset"])
         missing = charset.missing(text)
         if missing:

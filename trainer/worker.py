@@ -17,7 +17,7 @@ An RQ worker on the ``training`` queue with RQ's JSON serializer, which
   60`` s) and at its next maintenance run (every 10 minutes by default, 60 s here).
   The retried job resumes from its last checkpoint (trainer.job).
 
-The job's events and summary are written by trainer.job; this module only supervises.
+The job's events and summary (textgen.jobs) are written by trainer.job; this module only supervises.
 """
 from __future__ import annotations
 
@@ -32,9 +32,11 @@ import threading
 import time
 import uuid
 
-from trainer import bundle, config
-from trainer.cli import UsageError, _Parser  # the trainer's one-line-error argument parser
+from textgen import config
+from textgen import jobs as records
+from trainer import export
 from trainer import job as training_job
+from trainer.args import Parser, UsageError
 
 log = logging.getLogger("trainer.worker")  # also when run as __main__
 
@@ -47,12 +49,12 @@ _PR_SET_PDEATHSIG = 1
 
 
 def alive_key(worker_name: str) -> str:
-    return f"{training_job.KEY_PREFIX}:worker:{worker_name}:alive"
+    return f"{records.KEY_PREFIX}:worker:{worker_name}:alive"
 
 
 def workers_key(queue_name: str) -> str:
     """The set of training workers (they keep an alive key) that take jobs from ``queue_name``."""
-    return f"{training_job.KEY_PREFIX}:workers:{queue_name}"
+    return f"{records.KEY_PREFIX}:workers:{queue_name}"
 
 
 def refusal_reason(job, connection) -> str | None:
@@ -66,18 +68,18 @@ def refusal_reason(job, connection) -> str | None:
         func_name, instance, args, kwargs = job.func_name, job.instance, job.args, job.kwargs
     except DeserializationError:
         return "its data is not JSON job data (this worker reads JSON only, never pickle)"
-    if func_name != training_job.JOB_FUNCTION:
-        return f"it names the function {func_name!r}; this worker runs only {training_job.JOB_FUNCTION}"
+    if func_name != records.JOB_FUNCTION:
+        return f"it names the function {func_name!r}; this worker runs only {records.JOB_FUNCTION}"
     if instance is not None or kwargs or not isinstance(args, (list, tuple)) or len(args) != 1:
         return "its arguments are not one JSON payload"
     try:
-        training_job.parse_payload(args[0])
-    except training_job.PayloadError as exc:
+        records.parse_payload(args[0])
+    except records.PayloadError as exc:
         return str(exc)
     names = connection.hmget(job.key, "success_callback_name", "failure_callback_name",
                              "stopped_callback_name", "webhooks")
     success, failure, stopped, webhooks = (v.decode() if v else "" for v in names)
-    if success or stopped or failure not in ("", training_job.FAILURE_CALLBACK) or webhooks not in ("", "[]"):
+    if success or stopped or failure not in ("", records.FAILURE_CALLBACK) or webhooks not in ("", "[]"):
         return "it carries callbacks or webhooks this worker does not run"
     return None
 
@@ -111,8 +113,8 @@ def _worker_class():
             job.ended_at = now()
             self.handle_job_failure(job, queue, exc_string=f"refused by the training worker: {reason}",
                                     execution=execution)
-            if self.connection.exists(training_job.job_key(job.id)):
-                training_job.record_event(self.connection, job.id, {"type": "failed", "reason": f"refused: {reason}"})
+            if self.connection.exists(records.job_key(job.id)):
+                records.record_event(self.connection, job.id, {"type": "failed", "reason": f"refused: {reason}"})
             self.set_state("idle")
 
         def main_work_horse(self, job, queue):
@@ -133,7 +135,7 @@ def _worker_class():
                 return
             if not job.retries_left:
                 signal_note = f" by signal {os.WTERMSIG(ret_val)}" if ret_val and os.WIFSIGNALED(ret_val) else ""
-                training_job.record_event(self.connection, job.id, {
+                records.record_event(self.connection, job.id, {
                     "type": "failed",
                     "reason": f"the training process was killed{signal_note} (out of memory?) and no retry is left"})
 
@@ -185,7 +187,7 @@ class Liveness(threading.Thread):
         from rq.serializers import JSONSerializer
         from rq.timeouts import TimerDeathPenalty
 
-        lock = f"{training_job.KEY_PREFIX}:reaper-lock:{self.queue_name}"
+        lock = f"{records.KEY_PREFIX}:reaper-lock:{self.queue_name}"
         if not self.redis.set(lock, self.worker_name, nx=True, px=int(self.interval * 1000)):
             return []  # another worker is reaping right now
         # The failure callback RQ runs for each abandoned job gets a timer, not SIGALRM: this is not the
@@ -237,15 +239,15 @@ def connect(url: str, wait_seconds: float):
             return client
         except redis.exceptions.RedisError as exc:
             if time.monotonic() >= deadline:
-                raise ConnectionError(f"cannot reach Redis at {training_job.redis_address(url)}: {exc}") from None
+                raise ConnectionError(f"cannot reach Redis at {config.redis_address(url)}: {exc}") from None
             if not warned:
-                print(f"waiting for Redis at {training_job.redis_address(url)} ({exc})", file=sys.stderr)
+                print(f"waiting for Redis at {config.redis_address(url)} ({exc})", file=sys.stderr)
                 warned = True
             time.sleep(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="python -m trainer worker",
         description="Run training jobs from the RQ queue 'training' (REDIS_URL, TEXTGEN_DATA_DIR).")
     parser.add_argument("--name", default=None, help="worker name (default: host, pid and a random suffix)")
@@ -282,12 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     worker = _worker_class()(
         [config.QUEUE_NAME], name=name, connection=redis, serializer=JSONSerializer,
         job_monitoring_interval=JOB_MONITORING_INTERVAL, maintenance_interval=MAINTENANCE_INTERVAL)
-    for leftover in bundle.sweep_leftovers(config.models_dir()):
+    for leftover in export.sweep_leftovers(config.models_dir()):
         print(f"removed {leftover}, left by a publish that did not finish", file=sys.stderr)
     liveness = Liveness(connect(url, 0), name, config.QUEUE_NAME, args.liveness_ttl)
     liveness.beat()
     liveness.start()
-    print(f"training worker {name}: queue {config.QUEUE_NAME!r} at {training_job.redis_address(url)}, "
+    print(f"training worker {name}: queue {config.QUEUE_NAME!r} at {config.redis_address(url)}, "
           f"data in {config.data_dir()}", file=sys.stderr)
     try:
         worker.work(burst=args.burst, logging_level="DEBUG" if args.verbose else "INFO")

@@ -151,7 +151,7 @@ class Fuzz:
         self.restore_victims()
         self.redis = RedisServer(root / "redis").start()
         self.patch = pytest.MonkeyPatch()
-        self.patch.setenv("TEXTGEN_DATA_DIR", str(self.data_dir))  # where uploads go (trainer.config)
+        self.patch.setenv("TEXTGEN_DATA_DIR", str(self.data_dir))  # where uploads go (textgen.config)
         self.patch.setenv("REDIS_URL", self.redis.url)
         self.server = build_server(Settings(
             addr="127.0.0.1:0", data_dir=self.data_dir, max_length=MAX_LENGTH, max_prompt=MAX_PROMPT,

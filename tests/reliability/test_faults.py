@@ -33,7 +33,7 @@ class Stack:
         self.root = root
         self.data_dir = root / "data"
         (self.data_dir / "corpora").mkdir(parents=True)
-        # The built-in corpus as if fetched: the npm file, whose sha256 trainer.corpus pins.
+        # The built-in corpus as if fetched: the npm file, whose sha256 textgen.corpus pins.
         shutil.copyfile(SHARED_CORPORA / "tfjs-code.txt", self.data_dir / "corpora" / "tfjs-code.txt")
         self.redis = PersistentRedis(root / "redis").start()
         self.env = {**os.environ, **QUIET_TF, "REDIS_URL": self.redis.url, "TEXTGEN_DATA_DIR": str(self.data_dir)}
@@ -55,7 +55,7 @@ class Stack:
         """The job's events from Redis; waits out a Redis that is restarting."""
         import redis
 
-        from trainer import job as record
+        from textgen import jobs as record
 
         deadline = time.monotonic() + 30
         while True:
@@ -97,7 +97,7 @@ class Stack:
 
     def temporaries(self, name: str) -> list[str]:
         """Temporary entries (``.tmp-*``) left in the model folder: half-written bundles, never versions."""
-        from trainer.bundle import TMP_PREFIX
+        from textgen.bundle import TMP_PREFIX
 
         folder = self.models_dir / name
         return sorted(p.name for p in folder.iterdir() if p.name.startswith(TMP_PREFIX)) if folder.is_dir() else []

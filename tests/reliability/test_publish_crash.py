@@ -1,5 +1,5 @@
 """Crashes while a model version is being published: the server and the publishing process SIGKILLed
-at chosen and at random points of ``trainer.bundle.publish``. A restarted server (and a fresh model
+at chosen and at random points of ``trainer.export.publish``. A restarted server (and a fresh model
 store) serves the previous or the new version, never a broken one; no half bundle is ever a version."""
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def disk_state(models_dir) -> dict:
     """Each entry of the model's folder: a version folder is "bundle", "empty" (claimed, never filled)
     or "partial" (some but not all of a bundle: must never happen); "temporary" (``.tmp-*``, never a
     version), "bookkeeping" (another hidden entry, e.g. .last-version) or "other"."""
-    from trainer.bundle import TMP_PREFIX, is_bundle
+    from textgen.bundle import TMP_PREFIX, is_bundle
 
     state = {}
     for path in sorted((models_dir / NAME).iterdir()):

@@ -291,7 +291,7 @@ def _craft(redis, job_id: str, fields: dict) -> None:
 def test_crafted_pickle_payloads_are_never_executed(secure):
     from rq.serializers import JSONSerializer
 
-    from trainer import job as record
+    from textgen import jobs as record
 
     redis = secure.redis.client()
     markers = secure.root / "markers"

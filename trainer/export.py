@@ -1,14 +1,4 @@
-"""The model bundle: what the trainer writes and the server reads (ARCHITECTURE.md).
-
-``<bundle>/`` holds
-- ``saved_model/``: a TensorFlow SavedModel with the functions
-    ``predict(ids int32 [batch, time]) -> probs float32 [batch, charset]`` (the original's),
-    ``start(prompt int32 [batch, sample_len], lengths int32 [batch]) -> state, phase, probs``,
-    ``advance(state, phase, probs, temperature float32 [batch], uniforms float32 [batch, k])
-        -> state, phase, probs, ids int32 [batch, k]``,
-    ``sample(probs, temperature, uniform) -> ids`` (the sampling rule) and ``charset() -> string``;
-- ``model.keras``: the Keras model, for continued training (loads with safe mode on);
-- ``meta.json``: charset, sample_len, layer sizes, corpus, training config, losses, seed slices...
+"""Writing model bundles: export the serving SavedModel, stage, publish (layout: textgen.bundle).
 
 A bundle is written under a temporary name beside its destination and published with one
 ``rename``, so a reader never sees half a bundle.
@@ -17,37 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 import uuid
 from pathlib import Path
 
-from trainer.dataset import Charset
-
-# The server reads bundles with this module; the model, decoder and Keras imports stay inside the
-# functions that write or load Keras models, so reading a bundle never loads training code.
-
-FORMAT = "textgen-bundle/1"
-SAVED_MODEL = "saved_model"
-KERAS_FILE = "model.keras"
-META_FILE = "meta.json"
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-TMP_PREFIX = ".tmp-"
-LAST_VERSION_FILE = ".last-version"  # numbers are never reused, even after a version is deleted
-
-
-class BundleError(ValueError):
-    """A path that is not a readable bundle, or a bundle that cannot be written."""
-
-
-def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise BundleError(
-            f"invalid model name {_short(name)}: use 1-64 characters from a-z, 0-9, '.', '_', '-', "
-            "starting with a letter or digit"
-        )
-    return name
+from textgen.bundle import (FORMAT, KERAS_FILE, LAST_VERSION_FILE, META_FILE, SAVED_MODEL, TMP_PREFIX, BundleError,
+                            bundle_dir, is_bundle, last_version, list_versions, read_meta, validate_name)
+from textgen.charset import Charset
 
 
 def export_saved_model(model, sample_len: int, charset: Charset, path: Path) -> None:
@@ -55,9 +22,9 @@ def export_saved_model(model, sample_len: int, charset: Charset, path: Path) -> 
     import keras
     import tensorflow as tf
 
+    from textgen.sampling import sample_ids
     from trainer.decode import PipelinedDecoder
     from trainer.model import with_objective
-    from trainer.sampling import sample_ids
 
     model = with_objective(model, all_positions=False)
     decoder = PipelinedDecoder(model, sample_len)
@@ -130,11 +97,6 @@ def write_bundle(model, meta: dict, dest: Path) -> Path:
     return dest
 
 
-def _short(value, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
-
-
 def save_to_path(model, meta: dict, path: Path) -> Path:
     """``--save-path``: write the bundle at ``path``, replacing a bundle already there (never a
     directory that holds something else)."""
@@ -162,7 +124,7 @@ def publish(model, meta: dict, models_dir: Path, name: str) -> tuple[Path, int]:
     staged = write_bundle(model, {**meta, "name": name}, parent / f"{TMP_PREFIX}staged-{uuid.uuid4().hex[:8]}")
     try:
         while True:
-            version = max(list_versions(parent) + [_last_version(parent)]) + 1
+            version = max(list_versions(parent) + [last_version(parent)]) + 1
             final = parent / str(version)
             meta_path = staged / META_FILE
             staged_meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -180,17 +142,9 @@ def publish(model, meta: dict, models_dir: Path, name: str) -> tuple[Path, int]:
         raise
 
 
-def _last_version(parent: Path) -> int:
-    """The highest version ever published under ``parent``, deleted ones included (0: none)."""
-    try:
-        return int((parent / LAST_VERSION_FILE).read_text().strip() or 0)
-    except (FileNotFoundError, ValueError):
-        return 0
-
-
 def _record_last_version(parent: Path, version: int) -> None:
     """Remember ``version`` so a deleted version's number is never given to another model."""
-    if version <= _last_version(parent):
+    if version <= last_version(parent):
         return
     tmp = parent / f"{TMP_PREFIX}last-version-{uuid.uuid4().hex[:8]}"
     tmp.write_text(f"{version}\n")
@@ -218,63 +172,11 @@ def sweep_leftovers(models_dir: Path, older_than: float = 3600.0) -> list[Path]:
     return removed
 
 
-def list_versions(parent: Path) -> list[int]:
-    """Version numbers present under a model's directory (complete or being claimed), sorted."""
-    try:
-        return sorted(int(p.name) for p in Path(parent).iterdir() if p.name.isdigit())
-    except FileNotFoundError:
-        return []
-
-
-def is_bundle(path: Path) -> bool:
-    path = Path(path)
-    return (path / META_FILE).is_file() and (path / SAVED_MODEL).is_dir()
-
-
-def read_meta(path: Path) -> dict:
-    path = bundle_dir(path)
-    if not path.exists():
-        raise BundleError(f"model path {path} does not exist")
-    if not is_bundle(path):
-        raise BundleError(f"{path} is not a model bundle (expected {META_FILE} and {SAVED_MODEL}/ in it)")
-    try:
-        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-        Charset(meta["charset"])
-        int(meta["sample_len"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BundleError(f"{path / META_FILE} is not a valid bundle description: {exc}") from None
-    return meta
-
-
-def seed_slice(meta: dict, seed: int) -> str | None:
-    """The stored seed slice a prompt-less generation with ``seed`` starts from (None: there is none).
-
-    One rule for the server and ``trainer gen``, so the same seed gives the same text from both.
-    """
-    charset = Charset(meta["charset"])
-    slices = [s for s in meta.get("seed_slices") or [] if s and not charset.missing(s)]
-    return slices[seed % len(slices)] if slices else None
-
-
-def complete_versions(parent: Path) -> list[int]:
-    """Versions under a model's folder that are whole bundles (not a number being claimed), sorted."""
-    return [v for v in list_versions(parent) if is_bundle(Path(parent) / str(v))]
-
-
-def bundle_dir(path: Path) -> Path:
-    """The bundle directory for ``path``, which may also name a file in it: the original's users
-    point at ``./my-model/model.json``."""
-    path = Path(path)
-    if path.name in (META_FILE, KERAS_FILE, "model.json") and is_bundle(path.parent):
-        return path.parent
-    return path
-
-
 def load_keras(path: Path):
     """The bundle's Keras model and meta, for continued training or local generation."""
     import keras
 
-    from trainer.model import OneHot  # noqa: F401  (registers the layer for safe-mode loading)
+    from trainer.model import upgraded  # also registers the old one-hot layer for older bundles
 
     path = bundle_dir(path)
     meta = read_meta(path)
@@ -282,7 +184,7 @@ def load_keras(path: Path):
         model = keras.saving.load_model(path / KERAS_FILE, safe_mode=True)
     except Exception as exc:  # a corrupt or foreign file: say which
         raise BundleError(f"cannot load {path / KERAS_FILE}: {exc}") from None
-    return model, meta
+    return upgraded(model), meta
 
 
 def _fsync_tree(root: Path) -> None:

@@ -7,7 +7,10 @@ on its own uniforms (drawn from its own seed), never on what else shares the bat
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
+
+from textgen.tfimport import import_tensorflow
+
+tf = import_tensorflow()
 
 DISPLAY_TEMPERATURES = (0.0, 0.25, 0.5, 0.75)
 

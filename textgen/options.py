@@ -2,13 +2,20 @@
 
 The trainer CLI and the server's Training service both build a ``TrainConfig`` and call
 ``validate()``; a bad value raises ``OptionError`` with a message naming the value and what is allowed.
+No Keras here: the server validates a request without loading any training code.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 
-from trainer import dataset, model
+# The original example's defaults.
+LSTM_LAYER_SIZES = (128, 128)
+LEARNING_RATE = 1e-2  # RMSprop
+SAMPLE_LEN = 60  # characters in a window
+SAMPLE_STEP = 3  # between window starts
+EXAMPLES_PER_EPOCH = 10000
+VALIDATION_SPLIT = 0.0625  # held out at the end of the text
 
 OBJECTIVES = ("last", "all")
 MAX_LAYERS = 8
@@ -57,14 +64,14 @@ class OptionError(ValueError):
 
 @dataclasses.dataclass
 class TrainConfig:
-    lstm_layer_sizes: tuple[int, ...] = model.LSTM_LAYER_SIZES
-    sample_len: int = dataset.SAMPLE_LEN
-    sample_step: int = dataset.SAMPLE_STEP
-    learning_rate: float = model.LEARNING_RATE
+    lstm_layer_sizes: tuple[int, ...] = LSTM_LAYER_SIZES
+    sample_len: int = SAMPLE_LEN
+    sample_step: int = SAMPLE_STEP
+    learning_rate: float = LEARNING_RATE
     epochs: int = 150
-    examples_per_epoch: int = dataset.EXAMPLES_PER_EPOCH
+    examples_per_epoch: int = EXAMPLES_PER_EPOCH
     batch_size: int = 128
-    validation_split: float = dataset.VALIDATION_SPLIT
+    validation_split: float = VALIDATION_SPLIT
     display_length: int = 120
     objective: str = "last"
     seed: int | None = None
@@ -107,7 +114,7 @@ class TrainConfig:
         _float_in("time budget (minutes)", self.time_budget_minutes, 0.0, MAX_TIME_BUDGET_MINUTES)
         _one_of("recipe", self.recipe, tuple(RECIPES))
         if charset_size is not None:
-            params = model.parameter_count(charset_size, sizes)
+            params = parameter_count(charset_size, sizes)
             if params > MAX_PARAMETERS:
                 raise OptionError(
                     f"lstm layer sizes {','.join(map(str, sizes))} give {params:,} parameters "
@@ -142,6 +149,17 @@ class TrainConfig:
         if not isinstance(recipe, str):
             raise OptionError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r:.80}")
         return cls.from_recipe(recipe, **d)
+
+
+def parameter_count(charset_size: int, lstm_layer_sizes) -> int:
+    """Parameters of the model ``trainer.model.build_model(charset_size, lstm_layer_sizes)`` builds:
+    the frozen one-hot table ``charset_size ** 2``, each LSTM ``4 * units * (inputs + units + 1)``,
+    then the softmax layer."""
+    total, inputs = charset_size * charset_size, charset_size
+    for units in lstm_layer_sizes:
+        total += 4 * units * (inputs + units + 1)
+        inputs = units
+    return total + inputs * charset_size + charset_size
 
 
 def parse_layer_sizes(text: str) -> tuple[int, ...]:

@@ -27,7 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from trainer.config import corpora_dir
+from textgen.config import corpora_dir
 
 log = logging.getLogger(__name__)
 

@@ -27,3 +27,18 @@ def corpora_dir() -> Path:
 
 def checkpoints_dir() -> Path:
     return data_dir() / "checkpoints"
+
+
+def redis_address(url: str) -> str:
+    """``host:port/db`` of a Redis URL, for messages: never the password it may carry."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        if ":" in host:
+            host = f"[{host}]"
+        db = parts.path.lstrip("/") or "0"
+        return f"{host}:{parts.port or 6379}/{db}" if parts.scheme != "unix" else f"unix:{parts.path}"
+    except ValueError:
+        return "(unparseable REDIS_URL)"

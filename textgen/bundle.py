@@ -1,0 +1,115 @@
+"""The model bundle as anyone reads it: what the trainer writes and the server serves (ARCHITECTURE.md).
+
+``models/<name>/<version>/`` holds
+- ``saved_model/``: a TensorFlow SavedModel with the functions
+    ``predict(ids int32 [batch, time]) -> probs float32 [batch, charset]`` (the original's),
+    ``start(prompt int32 [batch, sample_len], lengths int32 [batch]) -> state, phase, probs``,
+    ``advance(state, phase, probs, temperature float32 [batch], uniforms float32 [batch, k])
+        -> state, phase, probs, ids int32 [batch, k]``,
+    ``sample(probs, temperature, uniform) -> ids`` (the sampling rule) and ``charset() -> string``;
+- ``model.keras``: the Keras model, for continued training (stock Keras loads it, safe mode on);
+- ``meta.json``: ``format``, ``charset``, ``sample_len``, ``lstm_layer_sizes``, ``objective``,
+  ``corpus`` (name, sha256, characters), ``training`` (the options), ``epochs``, ``loss``,
+  ``val_loss``, ``bits_per_char``, ``seed_slices``, ``created``, and once published ``name``,
+  ``version`` and ``job_id`` when a job trained it.
+
+The publish protocol (trainer.export writes it): a bundle is staged as ``<model>/.tmp-*`` and renamed
+into place, so a reader never sees half a bundle; a version number is claimed by creating its empty
+folder; ``<model>/.last-version`` remembers the highest number ever used, so a deleted version's number
+is never reused. "Latest" is the highest complete version.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from textgen.charset import Charset, CharsetError
+
+FORMAT = "textgen-bundle/1"
+SAVED_MODEL = "saved_model"
+KERAS_FILE = "model.keras"
+META_FILE = "meta.json"
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+TMP_PREFIX = ".tmp-"
+LAST_VERSION_FILE = ".last-version"
+
+
+class BundleError(ValueError):
+    """A path that is not a readable bundle, or a bundle that cannot be written."""
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise BundleError(
+            f"invalid model name {short(name)}: use 1-64 characters from a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def short(value, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters with the full length said."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
+
+
+def list_versions(parent: Path) -> list[int]:
+    """Version numbers present under a model's directory (complete or being claimed), sorted."""
+    try:
+        return sorted(int(p.name) for p in Path(parent).iterdir() if p.name.isdigit())
+    except FileNotFoundError:
+        return []
+
+
+def complete_versions(parent: Path) -> list[int]:
+    """Versions under a model's folder that are whole bundles (not a number being claimed), sorted."""
+    return [v for v in list_versions(parent) if is_bundle(Path(parent) / str(v))]
+
+
+def last_version(parent: Path) -> int:
+    """The highest version ever published under ``parent``, deleted ones included (0: none)."""
+    try:
+        return int((Path(parent) / LAST_VERSION_FILE).read_text().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def is_bundle(path: Path) -> bool:
+    path = Path(path)
+    return (path / META_FILE).is_file() and (path / SAVED_MODEL).is_dir()
+
+
+def bundle_dir(path: Path) -> Path:
+    """The bundle directory for ``path``, which may also name a file in it: the original's users
+    point at ``./my-model/model.json``."""
+    path = Path(path)
+    if path.name in (META_FILE, KERAS_FILE, "model.json") and is_bundle(path.parent):
+        return path.parent
+    return path
+
+
+def read_meta(path: Path) -> dict:
+    """The bundle's ``meta.json`` (checked to carry a usable charset and sample_len)."""
+    path = bundle_dir(path)
+    if not path.exists():
+        raise BundleError(f"model path {path} does not exist")
+    if not is_bundle(path):
+        raise BundleError(f"{path} is not a model bundle (expected {META_FILE} and {SAVED_MODEL}/ in it)")
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        Charset(meta["charset"])
+        int(meta["sample_len"])
+    except (ValueError, KeyError, TypeError, CharsetError) as exc:
+        raise BundleError(f"{path / META_FILE} is not a valid bundle description: {exc}") from None
+    return meta
+
+
+def seed_slice(meta: dict, seed: int) -> str | None:
+    """The stored seed slice a prompt-less generation with ``seed`` starts from (None: there is none).
+
+    One rule for the server and ``trainer gen``, so the same seed gives the same text from both.
+    """
+    charset = Charset(meta["charset"])
+    slices = [s for s in meta.get("seed_slices") or [] if s and not charset.missing(s)]
+    return slices[seed % len(slices)] if slices else None
