@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit = command("submit-train", help="train a model on a corpus (as a job on the server's workers)")
     submit.add_argument("--corpus", required=True,
                         help="a built-in corpus name, an upload id, or a local text file (uploaded first)")
+    submit.add_argument("--recipe", default=None,
+                        help="named training settings: fast (every position, Adam with warmup and cosine decay, "
+                             "clipping, bfloat16 where the CPU has it; the best measured per minute) or original "
+                             "(the original example's, the default); options given with it win")
+    submit.add_argument("--time-budget", dest="time_budget_minutes", type=float, default=None, metavar="MINUTES",
+                        help="train this many minutes (of steps), the learning-rate schedule fitted to them")
     submit.add_argument("--layers", "--lstm-layer-size", dest="layers", default=None,
                         help="units of each LSTM layer, comma-separated (default 128,128)")
     for flag, kind, what in (("sample-len", int, "window length (default 60)"),
@@ -58,7 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
                              ("batch-size", int, "default 128"),
                              ("validation-split", float, "fraction held out at the end of the text (default 0.0625)"),
                              ("display-length", int, "characters of sample text after each epoch (default 120)"),
-                             ("seed", int, "seed for shuffling and initialisation")):
+                             ("seed", int, "seed for shuffling and initialisation"),
+                             ("optimizer", str, "rmsprop (default), adam or adamw"),
+                             ("lr-schedule", str, "constant (default) or cosine (warmup, then decay to a tenth)"),
+                             ("warmup-steps", int, "steps of warmup for --lr-schedule cosine (default 0)"),
+                             ("clip-norm", float, "clip gradients to this global norm (default 0: no clipping)"),
+                             ("dropout", float, "dropout between LSTM layers, in [0, 1) (default 0)"),
+                             ("precision", str, "float32 (default), bfloat16, or auto (bfloat16 on CPUs with it)")):
         submit.add_argument(f"--{flag}", type=kind, default=None, help=what)
     submit.add_argument("--objective", default=None, help="last (the original's, default) or all (every position)")
     submit.add_argument("--name", default="", help="publish under this model name (default: --from's, else the corpus)")
@@ -108,7 +120,9 @@ def cmd_submit_train(client: Client, args) -> int:
                "sample_len": args.sample_len, "sample_step": args.sample_step, "learning_rate": args.learning_rate,
                "epochs": args.epochs, "examples_per_epoch": args.examples_per_epoch, "batch_size": args.batch_size,
                "validation_split": args.validation_split, "display_length": args.display_length,
-               "objective": args.objective, "seed": args.seed}
+               "objective": args.objective, "seed": args.seed, "recipe": args.recipe, "optimizer": args.optimizer,
+               "lr_schedule": args.lr_schedule, "warmup_steps": args.warmup_steps, "clip_norm": args.clip_norm,
+               "dropout": args.dropout, "precision": args.precision, "time_budget_minutes": args.time_budget_minutes}
     from_model, _, from_version = args.from_model.partition(":")
     if from_version and not from_version.isdigit():
         raise UsageError(f"--from takes MODEL[:VERSION] with a version number, got {args.from_model!r}")

@@ -130,9 +130,14 @@ class TrainConfig:
 
     @classmethod
     def from_recipe(cls, recipe: str = DEFAULT_RECIPE, **options) -> "TrainConfig":
-        """The recipe's settings, then ``options`` over them (``epochs=3`` beats the recipe's epochs)."""
+        """The recipe's settings, then ``options`` over them (``epochs=3`` beats the recipe's epochs).
+
+        With a time budget and no ``epochs``, the budget alone ends the run (epochs = MAX_EPOCHS)."""
         _one_of("recipe", recipe, tuple(RECIPES))
-        return cls(**{**RECIPES[recipe].settings, **options, "recipe": recipe})
+        settings = {**RECIPES[recipe].settings, **options, "recipe": recipe}
+        if settings.get("time_budget_minutes") and "epochs" not in options:
+            settings["epochs"] = MAX_EPOCHS
+        return cls(**settings)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

@@ -128,14 +128,13 @@ def resolve_model(spec: str) -> Path:
 
 def train_config(args):
     """The TrainConfig of the `train` flags: the recipe's settings, then every flag given over them."""
-    from textgen.options import MAX_EPOCHS, TrainConfig, parse_layer_sizes
+    from textgen.options import TrainConfig, parse_layer_sizes
 
     options = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name) is not None}
     if args.lstm_layer_size is not None:
         options["lstm_layer_sizes"] = parse_layer_sizes(args.lstm_layer_size)
     if args.time_budget is not None:
         options["time_budget_minutes"] = args.time_budget
-        options.setdefault("epochs", MAX_EPOCHS)  # the budget ends the run
     return TrainConfig.from_recipe(args.recipe, **options)
 
 
