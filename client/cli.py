@@ -49,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--corpus", required=True,
                         help="a built-in corpus name, an upload id, or a local text file (uploaded first)")
     submit.add_argument("--recipe", default=None,
-                        help="named training settings: fast (every position, Adam with warmup and cosine decay, "
-                             "clipping, bfloat16 where the CPU has it; the best measured per minute) or original "
-                             "(the original example's, the default); options given with it win")
+                        help="named training settings: fast (every position of each window, the learning rate "
+                             "decayed on a cosine over the run: the best measured per minute) or original (the "
+                             "original example's, the default); options given with it win")
     submit.add_argument("--time-budget", dest="time_budget_minutes", type=float, default=None, metavar="MINUTES",
                         help="train this many minutes (of steps), the learning-rate schedule fitted to them")
     submit.add_argument("--layers", "--lstm-layer-size", dest="layers", default=None,

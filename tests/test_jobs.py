@@ -459,7 +459,7 @@ def test_a_recipe_and_time_budget_submitted_from_the_cli_are_what_the_model_was_
     assert (job.options.recipe, job.options.time_budget_minutes) == ("fast", 0.05)
     training = json.loads((stack.data_dir / "models/fast-code/1/meta.json").read_text())["training"]
     assert training["recipe"] == "fast" and training["time_budget_minutes"] == 0.05
-    assert (training["optimizer"], training["lr_schedule"], training["objective"]) == ("adam", "cosine", "all")
+    assert (training["optimizer"], training["lr_schedule"], training["objective"]) == ("rmsprop", "cosine", "all")
     assert training["lstm_layer_sizes"] == [16]  # given with the recipe, so it wins
 
 

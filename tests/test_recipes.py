@@ -42,7 +42,7 @@ def test_the_fast_recipe_sets_its_settings_and_flags_given_with_it_win():
     config = train_config(args)
     assert config == TrainConfig(**{**RECIPES["fast"].settings, "learning_rate": 1e-3, "epochs": 7,
                                     "recipe": "fast"})
-    assert (config.optimizer, config.lr_schedule, config.objective) == ("adam", "cosine", "all")
+    assert (config.optimizer, config.lr_schedule, config.objective) == ("rmsprop", "cosine", "all")
 
 
 def test_a_time_budget_lifts_the_epoch_cap_unless_epochs_are_given():
@@ -63,7 +63,7 @@ def test_the_help_says_what_each_recipe_changes(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "fast: every position of each window (--objective all); Adam" in out
+    assert "fast: every position of each window (--objective all), and the original's RMSprop at 1e-2 decayed" in out
     assert "original: the original example's settings, unchanged" in out
 
 
@@ -123,11 +123,11 @@ def test_a_time_budget_ends_training_with_the_schedule_at_its_end_and_the_bundle
     epochs = [e for e in events if e["type"] == "epoch"]
     assert not result.stopped and 1 <= len(epochs) < MAX_EPOCHS
     assert result.meta["train_seconds"] >= 0.03 * 60  # it stops at the first batch past the budget
-    assert epochs[-1]["learning_rate"] == pytest.approx(4e-3 * FINAL_LR_FRACTION)
+    assert epochs[-1]["learning_rate"] == pytest.approx(1e-2 * FINAL_LR_FRACTION)
     assert result.meta["examples_seen"] == sum(e.get("examples", 256) for e in epochs)
     path = export.save_to_path(result.model, result.meta, tmp_path / "m")
     meta = bundle.read_meta(path)
-    assert meta["training"]["recipe"] == "fast" and meta["training"]["optimizer"] == "adam"
+    assert meta["training"]["recipe"] == "fast" and meta["training"]["lr_schedule"] == "cosine"
     assert TrainConfig.from_dict(meta["training"]) == config
 
 

@@ -48,18 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     flag(train, "sample-len", type=_integer, default=None, help=f"window length (default {d.sample_len})")
     flag(train, "sample-step", type=_integer, default=None, help=f"step between windows (default {d.sample_step})")
     flag(train, "learning-rate", type=_number, default=None,
-          help=f"peak learning rate (default {d.learning_rate:g}; fast: 0.004)")
-    flag(train, "optimizer", default=None, help=f"{', '.join(OPTIMIZERS)} (default {d.optimizer}; fast: adam)")
+          help=f"the (peak) learning rate (default {d.learning_rate:g})")
+    flag(train, "optimizer", default=None, help=f"{', '.join(OPTIMIZERS)} (default {d.optimizer})")
     flag(train, "lr-schedule", default=None,
           help="constant, or cosine: --warmup-steps of linear warmup, then cosine decay to a tenth of the "
                "learning rate by the end of the run (its epochs, or --time-budget) (default constant; fast: cosine)")
     flag(train, "warmup-steps", type=_integer, default=None, help="steps of warmup for --lr-schedule cosine "
-          "(default 0; fast: 100)")
+          "(default 0)")
     flag(train, "clip-norm", type=_number, default=None,
-          help="clip each step's gradients to this global norm; 0 = no clipping (default 0; fast: 1)")
+          help="clip each step's gradients to this global norm; 0 = no clipping (default 0)")
     flag(train, "dropout", type=_number, default=None, help="dropout between LSTM layers, in [0, 1) (default 0)")
     flag(train, "precision", default=None,
-          help="float32, bfloat16 (mixed), or auto: bfloat16 on CPUs that do it natively (default float32; fast: auto)")
+          help="float32, bfloat16 (mixed), or auto: bfloat16 on CPUs that do it natively (default float32)")
     flag(train, "time-budget", type=_number, default=None, metavar="MINUTES",
           help="train for this many minutes of steps (validation and samples after each epoch come on top), "
                "with the learning-rate schedule fitted to them; --epochs still caps the run and defaults to "
