@@ -15,7 +15,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs that check the benches work")
     parser.add_argument("--minutes", type=float, default=None,
-                        help="training minutes per objective for the training bench's curve")
+                        help="training minutes per recipe for the training bench's time to quality")
     parser.add_argument("--only", choices=("train", "decode", "web"), help="run one bench only")
     args, rest = parser.parse_known_args(argv)
     if rest and args.only in ("train", "web"):

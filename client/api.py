@@ -33,7 +33,8 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 UNARY_TIMEOUT_S = 60.0
 UPLOAD_CHUNK_BYTES = 1 << 20  # under the server's 4 MiB message limit
 TRAIN_OPTIONS = ("lstm_layer_sizes", "sample_len", "sample_step", "learning_rate", "epochs", "examples_per_epoch",
-                 "batch_size", "validation_split", "display_length", "objective", "seed")
+                 "batch_size", "validation_split", "display_length", "objective", "seed", "recipe", "optimizer",
+                 "lr_schedule", "warmup_steps", "clip_norm", "dropout", "precision", "time_budget_minutes")
 # How gRPC itself words a server it could not reach (a server's own UNAVAILABLE says something else).
 _CONNECT_FAILURES = ("failed to connect", "dns resolution failed", "connections to all backends failing",
                      "socket closed", "connection refused", "empty address list")

@@ -196,7 +196,7 @@ class ScoreResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., characters: _Optional[int] = ..., log_likelihood: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., logprobs: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class TrainOptions(_message.Message):
-    __slots__ = ("lstm_layer_sizes", "sample_len", "sample_step", "learning_rate", "epochs", "examples_per_epoch", "batch_size", "validation_split", "display_length", "objective", "seed")
+    __slots__ = ("lstm_layer_sizes", "sample_len", "sample_step", "learning_rate", "epochs", "examples_per_epoch", "batch_size", "validation_split", "display_length", "objective", "seed", "recipe", "optimizer", "lr_schedule", "warmup_steps", "clip_norm", "dropout", "precision", "time_budget_minutes")
     LSTM_LAYER_SIZES_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_LEN_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_STEP_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +208,14 @@ class TrainOptions(_message.Message):
     DISPLAY_LENGTH_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    RECIPE_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    LR_SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_STEPS_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
+    DROPOUT_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    TIME_BUDGET_MINUTES_FIELD_NUMBER: _ClassVar[int]
     lstm_layer_sizes: _containers.RepeatedScalarFieldContainer[int]
     sample_len: int
     sample_step: int
@@ -219,7 +227,15 @@ class TrainOptions(_message.Message):
     display_length: int
     objective: str
     seed: int
-    def __init__(self, lstm_layer_sizes: _Optional[_Iterable[int]] = ..., sample_len: _Optional[int] = ..., sample_step: _Optional[int] = ..., learning_rate: _Optional[float] = ..., epochs: _Optional[int] = ..., examples_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., validation_split: _Optional[float] = ..., display_length: _Optional[int] = ..., objective: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    recipe: str
+    optimizer: str
+    lr_schedule: str
+    warmup_steps: int
+    clip_norm: float
+    dropout: float
+    precision: str
+    time_budget_minutes: float
+    def __init__(self, lstm_layer_sizes: _Optional[_Iterable[int]] = ..., sample_len: _Optional[int] = ..., sample_step: _Optional[int] = ..., learning_rate: _Optional[float] = ..., epochs: _Optional[int] = ..., examples_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., validation_split: _Optional[float] = ..., display_length: _Optional[int] = ..., objective: _Optional[str] = ..., seed: _Optional[int] = ..., recipe: _Optional[str] = ..., optimizer: _Optional[str] = ..., lr_schedule: _Optional[str] = ..., warmup_steps: _Optional[int] = ..., clip_norm: _Optional[float] = ..., dropout: _Optional[float] = ..., precision: _Optional[str] = ..., time_budget_minutes: _Optional[float] = ...) -> None: ...
 
 class SubmitTrainRequest(_message.Message):
     __slots__ = ("corpus", "corpus_id", "options", "model_name", "from_model", "from_version")
