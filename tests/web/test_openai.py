@@ -95,6 +95,11 @@ def test_a_stop_string_ends_the_completion_just_before_it(sdk, tiny_model, grpc_
     nucleus = sdk.completions.create(model="tiny-web", prompt=prompt, max_tokens=200, temperature=1.0, seed=3,
                                      top_p=0.01)
     assert nucleus.choices[0].text == greedy and nucleus.choices[0].finish_reason == "length"
+    top_k = sdk.completions.create(model="tiny-web", prompt=prompt, max_tokens=200, temperature=1.0, seed=3,
+                                   extra_body={"top_k": 1})  # ours, beyond OpenAI's fields
+    assert top_k.choices[0].text == greedy
+    plain = sdk.completions.create(model="tiny-web", prompt=prompt, max_tokens=200, temperature=1.0, seed=3)
+    assert plain.choices[0].text != greedy
 
 
 def test_logprobs_come_in_openais_legacy_format(sdk, tiny_model, grpc_client):
