@@ -15,7 +15,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from client.api import Client, TextgenError
+from client.api import Client, Generation, TextgenError
+from textgen.options import RECIPES, DEFAULT_RECIPE, TrainConfig
 from web.convert import job_event, to_json
 from web.errors import error_body
 from web.streams import KEEPALIVE, SSE_HEADERS, BlockingStream, sse
@@ -88,35 +89,63 @@ def _start_json(start) -> dict:
     return to_json(start) if start is not None else {}
 
 
+def stop_list(stop) -> list:
+    """``stop`` as a list: one string is one stop string (OpenAI's and our JSON allow both), never
+    its characters; None is none."""
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else stop
+
+
+def chunks_with_logprobs(generation: Generation):
+    """(text, logprobs of its characters) for each chunk of ``generation``: the logprobs are those
+    the chunk's message carried (empty unless the request asked for them). Runs in the stream's thread."""
+    seen = 0
+    for text in generation:
+        logprobs = generation.logprobs[seen:]
+        seen += len(logprobs)
+        yield text, logprobs
+
+
 @router.post("/generate", tags=["generate"], summary="Stream generated text as Server-Sent Events",
-             response_description="SSE: `start` {model, version, prompt, seed}, `text` {text} per chunk, "
-                                  "then `end` {reason, characters}; `error` {error} if the stream fails midway")
+             response_description="SSE: `start` {model, version, prompt, seed}, `text` {text} per chunk "
+                                  "({text, logprobs} with logprobs=true), then `end` {reason: length or stop, "
+                                  "characters}; `error` {error} if the stream fails midway")
 async def generate(body: GenerateBody, client: Client = Depends(caller_client)):
     extra = extra_arguments(client.generate, body)
+    if "stop" in extra:
+        extra["stop"] = stop_list(extra["stop"])
+    logprobs = bool(extra.get("logprobs"))
     generation = client.generate(body.model, prompt=body.prompt, length=body.length, temperature=body.temperature,
                                  seed=body.seed, version=body.version, **extra)
-    stream = BlockingStream(iter(generation), generation.cancel)
+    stream = BlockingStream(chunks_with_logprobs(generation), generation.cancel)
     chunks = stream.__aiter__()
     try:
         first = await anext(chunks)
     except StopAsyncIteration:
-        first = ""
+        first = ("", [])
     # An error before the first text (bad temperature, unknown model, too many streams) is the HTTP status.
+
+    def text_event(text: str, chunk_logprobs: list) -> dict:
+        return {"text": text, "logprobs": chunk_logprobs} if logprobs else {"text": text}
 
     if not body.stream:
         parts = [first]
-        async for text in chunks:
-            parts.append(text)
-        return {"text": "".join(parts), "start": _start_json(generation.start),
-                "end": to_json(generation.end) if generation.end else None}
+        async for item in chunks:
+            parts.append(item)
+        reply = {"text": "".join(text for text, _ in parts), "start": _start_json(generation.start),
+                 "end": to_json(generation.end) if generation.end else None}
+        if logprobs:
+            reply["logprobs"] = [lp for _, chunk_logprobs in parts for lp in chunk_logprobs]
+        return reply
 
     async def events() -> AsyncIterator[str]:
         try:
             yield sse("start", _start_json(generation.start))
-            if first:
-                yield sse("text", {"text": first})
-            async for text in chunks:
-                yield sse("text", {"text": text})
+            if first[0]:
+                yield sse("text", text_event(*first))
+            async for text, chunk_logprobs in chunks:
+                yield sse("text", text_event(text, chunk_logprobs))
             if generation.end is not None:
                 yield sse("end", to_json(generation.end))
         except TextgenError as exc:
@@ -128,6 +157,22 @@ async def generate(body: GenerateBody, client: Client = Depends(caller_client)):
 
 
 # ---- training jobs -------------------------------------------------------------------------------
+
+PAGE_RECIPE = "fast"  # what the page offers first: the best measured recipe (bench/results/train.md)
+
+
+@router.get("/recipes", tags=["jobs"], summary="The named training recipes and what each sets")
+def list_recipes():
+    """Each recipe's name, description and settings (options it sets; options given with it win), the
+    trainer's defaults under them, and which recipe the trainer uses with none (``default``) and which
+    the page offers first (``recommended``)."""
+    defaults = TrainConfig().to_dict()
+    for name in ("seed", "recipe"):
+        defaults.pop(name)
+    return {"recipes": [{"name": name, "description": recipe.summary, "settings": dict(recipe.settings)}
+                        for name, recipe in RECIPES.items()],
+            "default": DEFAULT_RECIPE, "recommended": PAGE_RECIPE if PAGE_RECIPE in RECIPES else DEFAULT_RECIPE,
+            "defaults": defaults}
 
 class SubmitBody(BaseModel):
     """Fields beyond these are passed to ``client.Client.submit_train`` as they are."""

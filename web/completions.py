@@ -1,10 +1,14 @@
 """OpenAI-compatible endpoints, so OpenAI's SDKs and the tools built on them can use our models.
 
     GET  /v1/models        every model, as OpenAI's model list (``name``; ``name:VERSION`` also works below)
-    POST /v1/completions   model, prompt, max_tokens, temperature, seed, stream (SSE chunks, then [DONE])
+    POST /v1/completions   model, prompt, max_tokens, temperature, seed, stream (SSE chunks, then [DONE]),
+                           stop (a string or up to 4), top_p, logprobs (0-5), and our top_k
 
 A token here is a character: ``max_tokens`` is the number of characters to generate, and ``usage``
-counts characters. The API key (``Authorization: Bearer ...``) is passed on as the textgen token.
+counts characters. ``logprobs`` gives OpenAI's legacy object for the chosen characters only (the
+server does not report the alternatives): ``top_logprobs`` entries hold just the chosen character
+(none with ``logprobs=0``), and ``text_offset`` counts from the start of the prompt, as OpenAI's do.
+``finish_reason`` is "stop" when a stop string ended the completion. The API key (``Authorization: Bearer ...``) is passed on as the textgen token.
 Errors are OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}`` with the HTTP status
 of the gRPC status.
 """
@@ -21,7 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from client.api import Client, TextgenError
-from web.api import caller_client
+from web.api import caller_client, chunks_with_logprobs, stop_list
 from web.convert import http_status
 from textgen.v1 import textgen_pb2 as pb
 from web.streams import SSE_HEADERS, BlockingStream
@@ -35,9 +39,9 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "
                429: "rate_limit_error"}
 # Fields OpenAI's completions take that mean nothing for a character model at their defaults; any
 # other value is refused rather than silently ignored.
-NEUTRAL = {"n": 1, "best_of": 1, "echo": False, "logprobs": None, "suffix": None, "stop": None,
-           "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": None, "user": None, "top_p": 1,
-           "stream_options": None}
+NEUTRAL = {"n": 1, "best_of": 1, "echo": False, "suffix": None, "presence_penalty": 0, "frequency_penalty": 0,
+           "logit_bias": None, "user": None, "stream_options": None}
+MAX_LOGPROBS = 5  # OpenAI's limit for completions' logprobs
 
 
 def openai_error(code: str, message: str, param: str | None = None) -> JSONResponse:
@@ -79,6 +83,11 @@ class CompletionBody(BaseModel):
     temperature: float = Field(1.0, description=">= 0; 0 = always the most likely character")
     seed: int | None = None
     stream: bool = False
+    stop: str | list[str] | None = Field(None, description="up to 4 stop strings (one string = one stop string); "
+                                         "the completion ends just before the first one it generates")
+    top_p: float | None = Field(None, description="nucleus sampling, in (0, 1]; 1 = off")
+    logprobs: int | None = Field(None, description=f"0-{MAX_LOGPROBS}: the log-probability of each character "
+                                 "(only the chosen one's: top_logprobs hold just it)")
 
 
 def _prompt(body: CompletionBody) -> str:
@@ -105,8 +114,33 @@ def _extra_arguments(body: CompletionBody, generate) -> dict:
                                                    f"leave it out (or {NEUTRAL[name]!r})")
         else:
             raise TextgenError("INVALID_ARGUMENT", f"unknown field {name!r}; this server takes model, prompt, "
-                                                   f"max_tokens, temperature, seed and stream")
+                                                   f"max_tokens, temperature, seed, stream, stop, top_p, "
+                                                   f"logprobs and top_k")
+    if body.stop is not None:
+        extra["stop"] = stop_list(body.stop)
+    if body.top_p is not None:
+        extra["top_p"] = body.top_p
+    if body.logprobs is not None:
+        if not 0 <= body.logprobs <= MAX_LOGPROBS:
+            raise TextgenError("INVALID_ARGUMENT", f"logprobs must be an integer from 0 to {MAX_LOGPROBS}, "
+                                                   f"got {body.logprobs}")
+        extra["logprobs"] = True
     return extra
+
+
+class LogprobsObject:
+    """OpenAI's legacy completions ``logprobs`` object, built chunk by chunk (a token is a character)."""
+
+    def __init__(self, top: int, offset: int):
+        self.top, self.offset = top, offset
+
+    def chunk(self, text: str, logprobs: list[float]) -> dict:
+        tokens = list(text)
+        offsets = list(range(self.offset, self.offset + len(tokens)))
+        self.offset += len(tokens)
+        return {"tokens": tokens, "token_logprobs": list(logprobs),
+                "top_logprobs": [{t: lp} if self.top else {} for t, lp in zip(tokens, logprobs)],
+                "text_offset": offsets}
 
 
 @router.post("/completions", summary="A completion, or a stream of completion chunks (stream=true)")
@@ -116,18 +150,21 @@ async def completions(body: CompletionBody, client: Client = Depends(caller_clie
     name, version = split_model(body.model)
     generation = client.generate(name, prompt=prompt, length=body.max_tokens, temperature=body.temperature,
                                  seed=body.seed, version=version, **extra)
-    stream = BlockingStream(iter(generation), generation.cancel)
+    stream = BlockingStream(chunks_with_logprobs(generation), generation.cancel)
     chunks = stream.__aiter__()
     try:
         first = await anext(chunks)
     except StopAsyncIteration:
-        first = ""
+        first = ("", [])
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
+    used_prompt = generation.start.prompt if generation.start else prompt
+    logprobs = LogprobsObject(body.logprobs, len(used_prompt)) if body.logprobs is not None else None
 
-    def chunk(text: str, finish_reason: str | None) -> dict:
+    def chunk(text: str, finish_reason: str | None, chunk_logprobs: list[float] = ()) -> dict:
         return {"id": completion_id, "object": "text_completion", "created": created, "model": body.model,
-                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}]}
+                "choices": [{"text": text, "index": 0, "finish_reason": finish_reason,
+                             "logprobs": logprobs.chunk(text, chunk_logprobs) if logprobs else None}]}
 
     def finish_reason() -> str:
         # "length": the requested characters were produced; "stop" when the server ended it early.
@@ -135,13 +172,12 @@ async def completions(body: CompletionBody, client: Client = Depends(caller_clie
 
     if not body.stream:
         parts = [first]
-        async for text in chunks:
-            parts.append(text)
-        text = "".join(parts)
-        reply = chunk(text, finish_reason())
-        reply["usage"] = {"prompt_tokens": len(generation.start.prompt) if generation.start else len(prompt),
-                          "completion_tokens": len(text),
-                          "total_tokens": len(text) + (len(generation.start.prompt) if generation.start else len(prompt))}
+        async for item in chunks:
+            parts.append(item)
+        text = "".join(part for part, _ in parts)
+        reply = chunk(text, finish_reason(), [lp for _, chunk_logprobs in parts for lp in chunk_logprobs])
+        reply["usage"] = {"prompt_tokens": len(used_prompt), "completion_tokens": len(text),
+                          "total_tokens": len(text) + len(used_prompt)}
         return reply
 
     def data(payload) -> str:
@@ -149,10 +185,10 @@ async def completions(body: CompletionBody, client: Client = Depends(caller_clie
 
     async def events() -> AsyncIterator[str]:
         try:
-            if first:
-                yield data(chunk(first, None))
-            async for text in chunks:
-                yield data(chunk(text, None))
+            if first[0]:
+                yield data(chunk(first[0], None, first[1]))
+            async for text, chunk_logprobs in chunks:
+                yield data(chunk(text, None, chunk_logprobs))
             yield data(chunk("", finish_reason()))
         except TextgenError as exc:
             status = http_status(exc.code)

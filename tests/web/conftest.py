@@ -164,3 +164,18 @@ def tiny_model(web_stack):
             break
         time.sleep(0.1)
     return job, events
+
+
+def stop_case(prompt: str, text: str) -> tuple[str, str]:
+    """A stop string taken from ``text`` (the text a seeded generation after ``prompt`` gives) and the
+    text the same generation with that stop string must give: ``text`` up to the stop string's first occurrence. The stop string is 3 characters
+    with no comma, backslash or edge blank (the page's field splits at commas), first found at least
+    5 characters in, and not found across the prompt's end."""
+    for i in range(5, len(text) - 3):
+        stop = text[i:i + 3]
+        if "," in stop or "\\" in stop or stop != stop.strip() or "\n" in stop:
+            continue
+        first = text.find(stop)
+        if first >= 5 and (prompt + text).find(stop) == len(prompt) + first:
+            return stop, text[:first]
+    raise AssertionError(f"no usable stop string in {text!r}")

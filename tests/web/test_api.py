@@ -13,7 +13,7 @@ import httpx2 as httpx
 import pytest
 
 from client.api import Client, TextgenError
-from tests.web.conftest import REPO, TINY, TOKEN, parse_sse
+from tests.web.conftest import REPO, TINY, TOKEN, parse_sse, stop_case
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,65 @@ def test_a_seed_beyond_javascripts_integers_comes_back_exactly(web_stack, tiny_m
     whole = web_stack.http.post("/api/v1/generate", json={"model": "tiny-web", "length": 5, "seed": str(seed),
                                                           "stream": False}).json()
     assert whole["start"]["seed"] == str(seed)
+
+
+def test_generation_controls_work_through_the_sse_api(web_stack, tiny_model, grpc_client):
+    prompt = "function ("
+    greedy = grpc_client.generate("tiny-web", prompt=prompt, length=200, temperature=0).text
+
+    def text_of(events):
+        return "".join(data["text"] for name, data in events if name == "text")
+
+    # top_k 1 or a tiny top_p leaves only the likeliest character: the greedy text at any temperature
+    for control in ({}, {"top_k": 1}, {"top_p": 0.01}):
+        events = web_stack.sse("POST", "/api/v1/generate", json={"model": "tiny-web", "prompt": prompt, "length": 200,
+                                                                 "temperature": 1.0, "seed": 5, **control})
+        assert (text_of(events) == greedy) == bool(control), control  # without a control: not greedy
+        assert events[-1] == ("end", {"reason": "length", "characters": 200})
+    # a stop string ends the stream just before it, with the reason "stop"; one string is one stop string
+    sampled = grpc_client.generate("tiny-web", prompt=prompt, length=200, temperature=1.0, seed=8).text
+    stop, expected = stop_case(prompt, sampled)
+    for value in ([stop], stop):
+        events = web_stack.sse("POST", "/api/v1/generate", json={"model": "tiny-web", "prompt": prompt, "length": 200,
+                                                                 "temperature": 1.0, "seed": 8, "stop": value})
+        assert text_of(events) == expected
+        assert events[-1] == ("end", {"reason": "stop", "characters": len(expected)})
+    # logprobs: each text event carries one per character, the same as gRPC's for the same seed
+    direct = grpc_client.generate("tiny-web", prompt=prompt, length=150, temperature=0.7, seed=42, logprobs=True)
+    direct_text = direct.text
+    events = web_stack.sse("POST", "/api/v1/generate", json={"model": "tiny-web", "prompt": prompt, "length": 150,
+                                                             "temperature": 0.7, "seed": 42, "logprobs": True})
+    texts = [data for name, data in events if name == "text"]
+    assert all(len(data["logprobs"]) == len(data["text"]) for data in texts)
+    assert text_of(events) == direct_text
+    assert [lp for data in texts for lp in data["logprobs"]] == direct.logprobs
+    assert all(lp <= 0 for lp in direct.logprobs) and len(direct.logprobs) == 150
+    whole = web_stack.http.post("/api/v1/generate", json={"model": "tiny-web", "prompt": prompt, "length": 150,
+                                                          "temperature": 0.7, "seed": 42, "logprobs": True,
+                                                          "stream": False}).json()
+    assert (whole["text"], whole["logprobs"]) == (direct_text, direct.logprobs)
+    # without logprobs, text events are just text
+    assert all(set(data) == {"text"} for name, data in web_stack.sse(
+        "POST", "/api/v1/generate", json={"model": "tiny-web", "length": 20}) if name == "text")
+
+
+@pytest.mark.parametrize("control", [{"top_p": 1.5}, {"stop": ["a", "b", "c", "d", "e"]}, {"top_k": -1}])
+def test_a_bad_generation_control_is_400_with_the_servers_message(web_stack, tiny_model, grpc_client, control):
+    expected = grpc_error(lambda: grpc_client.generate("tiny-web", length=10, **control).text)
+    reply = web_stack.http.post("/api/v1/generate", json={"model": "tiny-web", "length": 10, **control})
+    assert reply.status_code == 400
+    assert reply.json() == {"error": {"code": "INVALID_ARGUMENT", "status": 400, "message": expected.message}}
+
+
+def test_recipes_are_listed_with_what_they_set(web_stack):
+    from textgen.options import RECIPES, TrainConfig
+
+    reply = web_stack.http.get("/api/v1/recipes").json()
+    assert [r["name"] for r in reply["recipes"]] == list(RECIPES)
+    fast = next(r for r in reply["recipes"] if r["name"] == "fast")
+    assert fast == {"name": "fast", "description": RECIPES["fast"].summary, "settings": RECIPES["fast"].settings}
+    assert reply["recommended"] == "fast" and reply["default"] == "original"
+    assert reply["defaults"]["epochs"] == TrainConfig().epochs and reply["defaults"]["objective"] == "last"
 
 
 @pytest.mark.parametrize("request_body, status, grpc_call", [

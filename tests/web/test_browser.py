@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.web.conftest import REPO, TOKEN
+from tests.web.conftest import REPO, TOKEN, stop_case
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 # The README's picture is docs/web-page.png, from a run with TEXTGEN_SCREENSHOT_DIR=docs; other runs
@@ -117,6 +117,12 @@ def test_the_page_asks_for_the_token_the_server_needs_then_loads(browser, web_st
     assert error_text(browser) == ""
     corpora = browser.execute_script("return [...document.querySelectorAll('#corpus option')].map(o => o.value)")
     assert "tfjs-code" in corpora and "shakespeare" in corpora
+    # the training form offers the best measured recipe first, and says what it sets
+    recipes = browser.execute_script("return [...document.querySelectorAll('#recipe option')].map(o => o.value)")
+    assert recipes == ["original", "fast"] or recipes == ["fast", "original"]
+    assert el(browser, "recipe").get_attribute("value") == "fast"
+    assert "Sets objective = all, lr_schedule = cosine." in text(browser, "recipe-info")
+    assert el(browser, "objective").get_attribute("value") == ""  # empty: the recipe's
     # the gateway passes the token on and never writes it down
     assert TOKEN not in web_stack.log("web").read_text()
 
@@ -152,6 +158,11 @@ def test_training_from_the_form_draws_the_charts_and_survives_a_reload(browser, 
     el(browser, "train").click()
     wait_until(lambda: attr(browser, "job-state", "state") == "started", what="the job to start")
     assert not el(browser, "train").is_enabled() and el(browser, "cancel-job").is_enabled()
+    job_id = browser.execute_script("return localStorage.getItem('textgen.job')")
+    options = web_stack.http.get(f"/api/v1/jobs/{job_id}").json()["options"]
+    # the recipe's settings, as the form left them empty; the form's own values over them
+    assert (options["recipe"], options["objective"], options["lr_schedule"], options["epochs"]) == \
+        ("fast", "all", "cosine", 5)
     points = wait_until(lambda: int(attr(browser, "epoch-chart", "points")), what="a first epoch point")
     assert attr(browser, "job-state", "state") == "started"
     assert int(attr(browser, "batch-chart", "points")) > 0
@@ -237,6 +248,26 @@ def test_seed_text_and_output_are_inserted_as_text_not_html(browser, web_stack):
     wait_until(lambda: attr(browser, "gen-info", "state") == "done", what="the generation")
     assert text(browser, "output-seed") == markup
     assert browser.execute_script("return document.querySelectorAll('#output *').length") == 2  # the two spans
+
+
+def test_a_stop_string_ends_the_generation_and_the_page_says_so(browser, web_stack):
+    prompt = "function ("
+    sampled = web_stack.http.post("/api/v1/generate", json={"model": PAGE_MODEL, "prompt": prompt, "length": 200,
+                                                            "temperature": 1.0, "seed": 8, "stream": False}).json()["text"]
+    stop, expected = stop_case(prompt, sampled)
+    browser.execute_script("document.getElementById('seed-text').value = arguments[0]", prompt)
+    fill(browser, "gen-length", "200")
+    fill(browser, "temperature", "1")
+    fill(browser, "seed", "8")
+    fill(browser, "stop-strings", f"\u00a7never\u00a7, {stop}")
+    el(browser, "generate").click()
+    wait_until(lambda: attr(browser, "gen-info", "state") == "done", what="the generation")
+    assert text(browser, "output-text") == expected
+    assert attr(browser, "gen-info", "reason") == "stop"
+    assert text(browser, "gen-info").endswith(
+        "End reason: stop (it generated a stop string, left out of the text).")
+    el(browser, "stop-strings").clear()
+    fill(browser, "temperature", "0.5")
 
 
 def test_screenshot_mid_training_and_mid_generation(browser, web_stack):

@@ -267,11 +267,45 @@ function redraw() {
   $("epoch-chart").dataset.points = epochData[0].length;
 }
 
+// ---- recipes -------------------------------------------------------------------------------------------
+
+let recipes = null;   // GET /api/v1/recipes: {recipes: [{name, description, settings}], recommended, defaults}
+// The number fields of the training form, by training option; empty ones take the recipe's values.
+const NUMBER_FIELDS = { time_budget_minutes: "time-budget", epochs: "epochs", examples_per_epoch: "examples-per-epoch",
+                        batch_size: "batch-size", validation_split: "validation-split", learning_rate: "learning-rate",
+                        dropout: "dropout" };
+const CHOICE_FIELDS = { objective: "objective", optimizer: "optimizer", lr_schedule: "lr-schedule" };
+
+async function loadRecipes() {
+  if (recipes) return;
+  recipes = await api("GET", "/api/v1/recipes");
+  $("recipe").replaceChildren();
+  for (const r of recipes.recipes) {
+    option($("recipe"), r.name, r.name === recipes.recommended ? `${r.name} (recommended)` : r.name);
+  }
+  $("recipe").value = recipes.recommended;
+  describeRecipe();
+}
+
+// What the chosen recipe changes, and its values as the empty fields' placeholders.
+function describeRecipe() {
+  const r = recipes && recipes.recipes.find((x) => x.name === $("recipe").value);
+  if (!r) return;
+  const changes = Object.entries(r.settings).map(([k, v]) => `${k} = ${v}`).join(", ");
+  $("recipe-info").textContent = `${r.description}` + (changes ? ` Sets ${changes}.` : "");
+  const value = (name) => (name in r.settings ? r.settings[name] : recipes.defaults[name]);
+  for (const [name, id] of Object.entries(NUMBER_FIELDS)) {
+    const v = value(name);
+    $(id).placeholder = name === "time_budget_minutes" && !v ? "off (by epochs)" : `${v}`;
+  }
+  for (const [name, id] of Object.entries(CHOICE_FIELDS)) {
+    $(id).options[0].textContent = `the recipe's (${value(name)})`;
+  }
+}
+
 function trainingOptions() {
-  const options = {};
-  const numbers = { epochs: "epochs", examples_per_epoch: "examples-per-epoch", batch_size: "batch-size",
-                    validation_split: "validation-split", learning_rate: "learning-rate" };
-  for (const [name, id] of Object.entries(numbers)) {
+  const options = { recipe: $("recipe").value };
+  for (const [name, id] of Object.entries(NUMBER_FIELDS)) {
     const raw = $(id).value.trim();
     if (raw === "") {
       if ($(id).validity.badInput) throw new ApiError(400, "INVALID_ARGUMENT", `${name} is not a number`);
@@ -279,7 +313,10 @@ function trainingOptions() {
     }
     options[name] = Number(raw);
   }
-  options.objective = $("objective").value;
+  for (const [name, id] of Object.entries(CHOICE_FIELDS)) {
+    if ($(id).value) options[name] = $(id).value;
+  }
+  if (!options.recipe) delete options.recipe;
   if (!$("from-model").value) options.lstm_layer_sizes = $("layer-sizes").value;
   return options;
 }
@@ -434,6 +471,23 @@ function setGenState(state, text) {
   updateButtons();
 }
 
+// Top-k, top-p and stop strings, only those set. Stop strings are separated by commas or new lines;
+// "\n" and "\t" in one stand for a new line and a tab. The server checks the values.
+function samplingControls() {
+  const controls = {};
+  for (const [name, id] of [["top_k", "top-k"], ["top_p", "top-p"]]) {
+    const raw = $(id).value.trim();
+    if (raw !== "") controls[name] = Number(raw);
+    else if ($(id).validity.badInput) throw new ApiError(400, "INVALID_ARGUMENT", `${name} is not a number`);
+  }
+  const stop = $("stop-strings").value.split(/[,\n]/).map((s) => s.trim()).filter((s) => s)
+    .map((s) => s.replace(/\\([nt\\])/g, (_, c) => ({ n: "\n", t: "\t", "\\": "\\" })[c]));
+  if (stop.length) controls.stop = stop;
+  return controls;
+}
+
+const END_NOTES = { stop: " (it generated a stop string, left out of the text)" };
+
 async function generate() {
   showError("");
   const request = { model: $("gen-model").value, prompt: $("seed-text").value,
@@ -443,12 +497,19 @@ async function generate() {
     return;
   }
   if ($("seed").value.trim() !== "") request.seed = $("seed").value.trim();
+  try {
+    Object.assign(request, samplingControls());
+  } catch (err) {
+    failed("Could not generate", err);
+    return;
+  }
   const controller = new AbortController();
   generation = controller;
   const seedNode = $("output-seed"), textNode = document.createTextNode("");
   $("output-text").replaceChildren(textNode);
   seedNode.textContent = "";
   let produced = 0, start = null, frame = 0;
+  delete $("gen-info").dataset.reason;
   // Text arrives in chunks of a few characters: add it to the page once per frame, not per chunk.
   const pending = [];
   const flush = () => {
@@ -472,8 +533,10 @@ async function generate() {
         if (!frame) frame = requestAnimationFrame(flush);
       } else if (name === "end") {
         flush();
+        $("gen-info").dataset.reason = d.reason;
         setGenState("done", `${d.characters} characters from ${start.model} v${start.version}, seed ${start.seed}` +
-                             ` (the seed text is grey; the same seed gives the same text).`);
+                             ` (the seed text is grey; the same seed gives the same text). ` +
+                             `End reason: ${d.reason}${END_NOTES[d.reason] || ""}.`);
         setStatus("Text generated.");
       } else if (name === "error") {
         throw new ApiError(d.error.status, d.error.code, d.error.message);
@@ -511,6 +574,7 @@ function updateButtons() {
 async function init() {
   setStatus("Loading the corpora and models…");
   try {
+    await loadRecipes();
     await loadCorpora();
     await loadModels();
     $("token-box").hidden = true;
@@ -525,6 +589,7 @@ async function init() {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("corpus").addEventListener("change", describeCorpus);
+  $("recipe").addEventListener("change", describeRecipe);
   $("upload").addEventListener("click", uploadOwnText);
   $("from-model").addEventListener("change", fromModelChanged);
   $("train").addEventListener("click", train);
