@@ -1,22 +1,24 @@
-"""Training speed and learning curves (``python -m bench.train_bench [--minutes M] [--quick]``).
+"""Training speed and time to quality (``python -m bench.train_bench [--minutes M] [--quick]``).
 
-In one run on this machine, with the 128,128 model (sample_len 60, batch 128, RMSprop lr 1e-2) on
-tinyshakespeare:
+In one run on this machine, on tinyshakespeare:
 
-1. Throughput, examples per second: the project's trainer (``trainer.training.train``: character ids
-   in, one-hot inside the model) against a naive port as the Keras example does it (each epoch built as
-   a one-hot float32 NumPy array ``[examples, sample_len, charset]`` and fed to ``model.fit`` of an
+1. Throughput, examples per second, with the original's model and recipe (128,128, sample_len 60,
+   batch 128, RMSprop lr 1e-2): the project's trainer (``trainer.training.train``: character ids in,
+   one-hot inside the model) against a naive port as the Keras example does it (each epoch built as a
+   one-hot float32 NumPy array ``[examples, sample_len, charset]`` and fed to ``model.fit`` of an
    equivalent model with one-hot input; building that array counts against it, as it does for the
    original). Epochs of 10,000 examples; the first epoch of each is warm-up (tracing) and is left out
-   of the median. Also the memory of one epoch's input both ways.
-2. Held-out bits per character against training time for the two objectives (``last``: the
-   original's, the character after the window; ``all``: every position of the window), each for
-   ``--minutes`` of training (validation time excluded from the budget, recorded apart), same seed.
-   Small epochs (2,000 examples) so the curve has many points.
+   of the median; the spread of the trainer's epoch times shows whether any epoch stalls (issue 13).
+   Also the memory of one epoch's input both ways.
+2. Time to quality, as issue 13's table: each recipe (``--recipes``, default the original's and
+   ``fast``) trains on the first 93.75% of the text for ``--minutes`` of training time with its
+   schedule sized to them (``--time-budget``), and every character of the held-out last 6.25% is
+   scored (mean -log p in nats, each after exactly 60 characters of context) with the weights of the
+   last epoch that ended by 1, 3, 5 and 10 minutes.
 
-Writes ``bench/results/train.json`` (every raw number and the machine), ``bench/results/train.md``
-(tables) and ``bench/results/train_bpc.png`` (bits per character against minutes).
-``--quick``: 1 minute per objective and 3 throughput epochs, to check that everything works.
+Writes ``bench/results/train.json`` (every raw number and the machine, load averages included),
+``bench/results/train.md`` (tables) and ``bench/results/train_quality.png`` (nats per character
+against minutes). ``--quick``: 1 minute per recipe and 3 throughput epochs, to check that it works.
 """
 from __future__ import annotations
 
@@ -39,8 +41,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
+from textgen.charset import Charset  # noqa: E402
+from textgen.options import MAX_EPOCHS, RECIPES, TrainConfig  # noqa: E402
 from trainer.dataset import TextDataset  # noqa: E402
-from textgen.options import MAX_EPOCHS, TrainConfig  # noqa: E402
 from trainer.training import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,12 +60,15 @@ SEED = 1
 THROUGHPUT_EXAMPLES = 10_000  # per epoch, as the original
 THROUGHPUT_EPOCHS = 6  # the first is warm-up; the median of the rest is reported
 QUICK_THROUGHPUT_EPOCHS = 3
-CURVE_EXAMPLES = 2_000  # per epoch: one validation point per epoch
 DEFAULT_MINUTES = 10.0
 QUICK_MINUTES = 1.0
-MARKS_MINUTES = (1, 2, 5, 10)
-OBJECTIVES = (("last", "last (original: next char after the window)"),
-              ("all", "all (next char at every position)"))
+MARKS_MINUTES = (1, 3, 5, 10)
+DEFAULT_RECIPES = ("original", "fast")
+HELDOUT_FRACTION = 0.0625  # the last 6.25%: 69,713 characters of tinyshakespeare
+SCORE_CHUNK = 8192  # held-out characters per predict call (windows [chunk, 60] int32)
+SCORE_BATCH = 1024
+# Issue 13's nanoGPT "baby GPT" row (measured there, not in this run): a reference line on the plot.
+NANOGPT_REFERENCE = {1: 1.92, 3: 1.68, 5: 1.56, 10: 1.490}
 
 
 def shared_corpora() -> Path:
@@ -76,16 +82,23 @@ def shared_corpora() -> Path:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench.train_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=None,
-                        help=f"training minutes per objective for the curve (default {DEFAULT_MINUTES:g}; "
-                             f"{QUICK_MINUTES:g} with --quick)")
+                        help=f"training minutes per recipe (default {DEFAULT_MINUTES:g}; {QUICK_MINUTES:g} with "
+                             "--quick); scores at 1, 3, 5, 10 minutes up to it, and at it")
+    parser.add_argument("--recipes", default=",".join(DEFAULT_RECIPES),
+                        help=f"comma-separated recipes to compare (default %(default)s; known: {', '.join(RECIPES)})")
+    parser.add_argument("--skip-throughput", action="store_true", help="time to quality only")
     parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_MINUTES:g} minute per objective and {QUICK_THROUGHPUT_EPOCHS} throughput "
+                        help=f"{QUICK_MINUTES:g} minute per recipe and {QUICK_THROUGHPUT_EPOCHS} throughput "
                              "epochs: a check that the bench works, not numbers to quote")
     parser.add_argument("--results", type=Path, default=RESULTS, help="output folder (default bench/results)")
     args = parser.parse_args(argv)
     minutes = args.minutes if args.minutes is not None else (QUICK_MINUTES if args.quick else DEFAULT_MINUTES)
     if not (math.isfinite(minutes) and minutes > 0):
         parser.error(f"--minutes must be a positive number, got {minutes}")
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown or not recipes:
+        parser.error(f"--recipes: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(RECIPES)}")
     throughput_epochs = QUICK_THROUGHPUT_EPOCHS if args.quick else THROUGHPUT_EPOCHS
 
     corpus = shared_corpora() / f"{CORPUS_NAME}.txt"
@@ -104,27 +117,28 @@ def main(argv=None) -> dict:
                      "sample_len": SAMPLE_LEN, "sample_step": SAMPLE_STEP, "batch_size": BATCH,
                      "optimizer": "RMSprop", "learning_rate": LEARNING_RATE, "seed": SEED,
                      "throughput_examples_per_epoch": THROUGHPUT_EXAMPLES, "throughput_epochs": throughput_epochs,
-                     "curve_examples_per_epoch": CURVE_EXAMPLES, "curve_minutes": minutes},
+                     "minutes": minutes, "marks": marks(minutes), "recipes": recipes,
+                     "train_chars": heldout_split(text), "heldout_chars": len(text) - heldout_split(text)},
     }
     log(f"corpus {corpus} ({len(text):,} chars); {os.cpu_count()} CPUs; TF {tf.__version__}; "
-        f"curve {minutes:g} min per objective; throughput {throughput_epochs} epochs")
+        f"{minutes:g} min per recipe ({', '.join(recipes)}); throughput {throughput_epochs} epochs")
 
-    out["throughput"] = tp = measure_throughput(text, throughput_epochs)
-    tp["memory"] = epoch_memory(text)
-    log(f"throughput: trainer {tp['trainer']['examples_per_second']:.0f} ex/s, naive "
-        f"{tp['naive']['examples_per_second']:.0f} ex/s, ratio {tp['ratio']:.2f}")
+    if not args.skip_throughput:
+        out["throughput"] = tp = measure_throughput(text, throughput_epochs)
+        tp["memory"] = epoch_memory(text)
+        log(f"throughput: trainer {tp['trainer']['examples_per_second']:.0f} ex/s, naive "
+            f"{tp['naive']['examples_per_second']:.0f} ex/s, ratio {tp['ratio']:.2f}; trainer epoch times "
+            f"spread {tp['trainer']['epoch_seconds_spread']:.1%}")
 
-    out["curves"] = {name: measure_curve(text, name, minutes) for name, _ in OBJECTIVES}
-    out["bpc_at_minutes"] = {name: {f"{m:g}": bpc_at(curve["points"], m, minutes) for m in marks(minutes)}
-                             for name, curve in out["curves"].items()}
+    out["recipes"] = {name: measure_recipe(text, name, minutes, marks(minutes)) for name in recipes}
     out["seconds"] = time.perf_counter() - began
     out["machine"]["load_average_end"] = list(os.getloadavg())
 
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "train.json").write_text(json.dumps(out, indent=2) + "\n")
     (args.results / "train.md").write_text(report(out))
-    plot(out, args.results / "train_bpc.png")
-    log(f"wrote {args.results / 'train.json'}, train.md, train_bpc.png in {out['seconds'] / 60:.1f} min")
+    plot(out, args.results / "train_quality.png")
+    log(f"wrote {args.results / 'train.json'}, train.md, train_quality.png in {out['seconds'] / 60:.1f} min")
     return out
 
 
@@ -181,7 +195,8 @@ def measure_throughput(text: str, epochs: int) -> dict:
     trainer = {"what": "trainer.training.train: int32 ids [n, 60] in, one-hot inside the model; "
                        "examples/s = examples / seconds of model.fit",
                "examples_per_second": median_after_warmup([e["examples_per_second"] for e in trainer_epochs]),
-               "epochs": trainer_epochs, "window_build_seconds": window_seconds}
+               "epochs": trainer_epochs, "window_build_seconds": window_seconds,
+               "epoch_seconds_spread": spread([e["seconds"] for e in trainer_epochs[1:]])}
     naive_out = {"what": "equivalent Keras model with one-hot float32 input; examples/s = examples / "
                          "(one-hot build + model.fit) per epoch",
                  "examples_per_second": median_after_warmup([e["examples_per_second"] for e in naive_epochs]),
@@ -269,107 +284,133 @@ def epoch_memory(text: str) -> dict:
             * SAMPLE_LEN * depth * 4}
 
 
+def spread(values: list[float]) -> float:
+    """(slowest - fastest) / median: 0.1 means the epoch times vary by 10% of a typical one."""
+    if len(values) < 2:
+        return 0.0
+    return (max(values) - min(values)) / statistics.median(values)
+
+
 def median_after_warmup(values: list[float]) -> float:
     return float(statistics.median(values[1:] if len(values) > 1 else values))
 
 
-# --- 2. learning curves --------------------------------------------------------------------------
+# --- 2. time to quality ---------------------------------------------------------------------------
 
 
-def measure_curve(text: str, objective: str, minutes: float) -> dict:
-    """Train ``objective`` for ``minutes`` of training time; one (time, val bpc) point per epoch.
+def heldout_split(text: str) -> int:
+    """Characters trained on: the first ``1 - HELDOUT_FRACTION`` of the text (issue 13's split)."""
+    return int(len(text) * (1 - HELDOUT_FRACTION))
 
-    The budget counts ``model.fit`` time (the sum of the epochs' ``seconds`` plus the epoch in
-    progress), not the per-epoch validation, which is the same work for both objectives and would
-    otherwise charge an objective for how often the bench measures it. ``wall_seconds`` has it all.
-    should_stop() ends training at the next batch once the budget is spent; that partial epoch is
-    not evaluated, so the last point lies within one epoch before the budget.
+
+def recipe_run_config(recipe: str, minutes: float) -> TrainConfig:
+    """``recipe`` for ``minutes`` of training: its schedule sized to them, no per-epoch validation
+    (the bench scores the held-out tail itself) and no samples."""
+    return TrainConfig.from_recipe(recipe, epochs=MAX_EPOCHS, time_budget_minutes=minutes, validation_split=0.0,
+                                   display_length=0, seed=SEED)
+
+
+def measure_recipe(text: str, recipe: str, minutes: float, mark_minutes: list[float]) -> dict:
+    """Train ``recipe`` on the head of ``text`` for ``minutes``; score the tail at each mark.
+
+    The marks count training time (the steps, as ``--time-budget`` does), not the scoring, which runs
+    after training on copies of the weights of the last epoch that ended within each mark.
     """
-    budget = minutes * 60.0
+    n_train = heldout_split(text)
+    config = recipe_run_config(recipe, minutes)
+    log(f"recipe {recipe}: {minutes:g} min on the first {n_train:,} characters; scores at "
+        f"{', '.join(f'{m:g}' for m in mark_minutes)} min")
     load = os.getloadavg()
-    log(f"curve: objective {objective}, {minutes:g} min of training, epochs of {CURVE_EXAMPLES} examples")
-    config = TrainConfig(lstm_layer_sizes=LAYERS, sample_len=SAMPLE_LEN, sample_step=SAMPLE_STEP,
-                         learning_rate=LEARNING_RATE, epochs=MAX_EPOCHS, examples_per_epoch=CURVE_EXAMPLES,
-                         batch_size=BATCH, display_length=0, objective=objective, seed=SEED)
-    points = []
-    clock = {"trained": 0.0, "since": time.perf_counter()}  # fit seconds of finished epochs; start of this one
+    snapshots, epochs, pending = {}, [], sorted(m for m in mark_minutes if m < minutes)
+    last = {"train_seconds": 0.0, "weights": None}  # the newest epoch end
     began = time.perf_counter()
 
-    def on_event(event):
-        if event["type"] == "started":
-            clock["since"] = time.perf_counter()
-        elif event["type"] == "epoch":
-            clock["trained"] += event["seconds"]
-            points.append({"epoch": event["epoch"], "train_seconds": clock["trained"],
-                           "wall_seconds": time.perf_counter() - began, "loss": event["loss"],
-                           "val_loss": event["val_loss"], "bits_per_char": event["bits_per_char"],
-                           "examples_per_second": event["examples_per_second"]})
-            if event["epoch"] == 1 or event["epoch"] % 10 == 0:
-                log(f"  {objective} epoch {event['epoch']}: {clock['trained'] / 60:.2f} min, "
-                    f"val bpc {event['bits_per_char']:.3f}, {event['examples_per_second']:.0f} ex/s")
-            clock["since"] = time.perf_counter()
+    def after_epoch(record, model):
+        epochs.append({k: record[k] for k in ("epoch", "loss", "examples_per_second", "seconds", "train_seconds",
+                                               "learning_rate")})
+        while pending and record["train_seconds"] > pending[0] * 60:  # the mark fell inside this epoch
+            snapshots[pending.pop(0)] = (last["train_seconds"], last["weights"])
+        last.update(train_seconds=record["train_seconds"], weights=model.get_weights())
+        if record["epoch"] % 20 == 0:
+            log(f"  {recipe} epoch {record['epoch']}: {record['train_seconds'] / 60:.2f} min, loss "
+                f"{record['loss']:.3f}, {record['examples_per_second']:.0f} ex/s, lr {record['learning_rate']:.2g}")
 
-    def should_stop() -> bool:
-        return clock["trained"] + (time.perf_counter() - clock["since"]) >= budget
-
-    result = train(text, config, corpus_name=CORPUS_NAME, on_event=on_event, should_stop=should_stop)
+    result = train(text[:n_train], config, corpus_name=CORPUS_NAME, after_epoch=after_epoch)
     wall = time.perf_counter() - began
-    bpcs = [p["bits_per_char"] for p in points]
-    best = min(range(len(points)), key=bpcs.__getitem__) if points else None
-    summary = {
-        "objective": objective, "budget_seconds": budget, "stopped_by_budget": result.stopped,
-        "epochs": len(points), "examples_seen": len(points) * CURVE_EXAMPLES,
-        "train_seconds": points[-1]["train_seconds"] if points else 0.0, "wall_seconds": wall,
-        "final_bits_per_char": bpcs[-1] if points else None,
-        "best_bits_per_char": bpcs[best] if points else None,
-        "best_at_train_seconds": points[best]["train_seconds"] if points else None,
-        "median_examples_per_second": median_after_warmup([p["examples_per_second"] for p in points]) if points else None,
-        "load_average_before": list(load), "points": points,
-    }
-    log(f"  {objective}: {len(points)} epochs, final bpc {summary['final_bits_per_char']}, "
-        f"best {summary['best_bits_per_char']}, wall {wall / 60:.1f} min")
-    return summary
+    load_after = os.getloadavg()
+    for mark in pending + [minutes]:  # the budget's own mark: the trained model
+        snapshots[mark] = (last["train_seconds"], last["weights"])
+    model, charset = result.model, Charset(result.meta["charset"])
+    scores = {}
+    for mark, (seconds, weights) in sorted(snapshots.items()):
+        if weights is None:
+            continue  # no epoch had ended by this mark
+        model.set_weights(weights)
+        t0 = time.perf_counter()
+        nats = score_heldout(model, charset, text, n_train, SAMPLE_LEN)
+        scores[f"{mark:g}"] = {"nats_per_char": nats, "bits_per_char": nats / math.log(2),
+                               "train_seconds": seconds, "score_seconds": time.perf_counter() - t0}
+        log(f"  {recipe} at {mark:g} min (epoch end {seconds / 60:.2f} min): {nats:.4f} nats/char "
+            f"({time.perf_counter() - t0:.0f} s to score)")
+    exs = [e["examples_per_second"] for e in epochs]
+    return {"recipe": recipe, "config": config.to_dict(), "budget_seconds": minutes * 60,
+            "epochs": len(epochs), "examples_seen": result.meta["examples_seen"],
+            "train_seconds": epochs[-1]["train_seconds"] if epochs else 0.0, "wall_seconds": wall,
+            "median_examples_per_second": median_after_warmup(exs) if exs else None,
+            "scores": scores, "load_average_before": list(load), "load_average_after": list(load_after),
+            "epoch_log": epochs}
+
+
+def score_heldout(model, charset: Charset, text: str, n_train: int, sample_len: int) -> float:
+    """Mean -log p (nats) of every character of ``text[n_train:]``, each after exactly the
+    ``sample_len`` characters before it (the first ones' context reaches back into the training text).
+
+    ``model``: the serving model, windows ``[batch, sample_len]`` -> ``[batch, charset]``.
+    """
+    ids = charset.encode(text)
+    total, count = 0.0, 0
+    for start in range(n_train, len(ids), SCORE_CHUNK):
+        targets = np.arange(start, min(start + SCORE_CHUNK, len(ids)))
+        windows = ids[targets[:, None] - sample_len + np.arange(sample_len)[None, :]]
+        probs = model.predict(windows, batch_size=SCORE_BATCH, verbose=0)
+        picked = probs[np.arange(len(targets)), ids[targets]]
+        total += float(-np.sum(np.log(np.maximum(picked, 1e-12))))
+        count += len(targets)
+    return total / count
 
 
 def marks(minutes: float) -> list[float]:
     return sorted({m for m in MARKS_MINUTES if m <= minutes} | {minutes})
 
 
-def bpc_at(points: list[dict], minutes: float, budget_minutes: float):
-    """Bits per character of the last epoch finished within ``minutes`` of training (None: none yet).
-
-    At the budget itself, the final epoch: an epoch's fit time can run past the budget by the fit's
-    own teardown after the last batch's check (about a second), and it counts as within the budget.
-    """
-    if minutes >= budget_minutes:
-        return points[-1]["bits_per_char"] if points else None
-    done = [p for p in points if p["train_seconds"] <= minutes * 60 + 1e-9]
-    return done[-1]["bits_per_char"] if done else None
-
-
-def minutes_to_reach(points: list[dict], bpc: float):
-    for p in points:
-        if p["bits_per_char"] <= bpc:
-            return p["train_seconds"] / 60
-    return None
-
-
 # --- reports -------------------------------------------------------------------------------------
 
 
 def report(out: dict) -> str:
-    s, m, tp = out["settings"], out["machine"], out["throughput"]
-    tr, nv, mem = tp["trainer"], tp["naive"], tp["memory"]
+    s, m = out["settings"], out["machine"]
     lines = [
         "# Training benchmark" + (" (quick run: a check, not numbers to quote)" if out["quick"] else ""),
         "",
         f"`{out['command']}` on {out['date']}: {m['cpu_count']} CPUs ({m['cpu_model']}), "
         f"TensorFlow {m['tensorflow']}, Keras {m['keras']}, GPUs: {', '.join(m['gpus']) or 'none'}. "
-        f"Load average {fmt_load(m['load_average_start'])} at the start, {fmt_load(m['load_average_end'])} at the end.",
+        f"Load average (1 / 5 / 15 min) {fmt_load(m['load_average_start'])} at the start, "
+        f"{fmt_load(m['load_average_end'])} at the end; the machine has {m['cpu_count']} cores, so a load above "
+        f"{m['cpu_count']} means other work shared them and every time-based figure below is pessimistic.",
         "",
-        f"Model: LSTM {','.join(map(str, s['lstm_layer_sizes']))}, sample_len {s['sample_len']}, batch "
-        f"{s['batch_size']}, RMSprop lr {s['learning_rate']:g}, corpus {s['corpus']} ({s['corpus_chars']:,} "
-        f"characters, charset {mem['charset_size']}), seed {s['seed']}.",
+    ]
+    if "throughput" in out:
+        lines += throughput_report(out)
+    lines += quality_report(out)
+    return "\n".join(lines)
+
+
+def throughput_report(out: dict) -> list[str]:
+    s, tp = out["settings"], out["throughput"]
+    tr, nv, mem = tp["trainer"], tp["naive"], tp["memory"]
+    lines = [
+        f"Throughput model: LSTM {','.join(map(str, s['lstm_layer_sizes']))}, sample_len {s['sample_len']}, batch "
+        f"{s['batch_size']}, RMSprop lr {s['learning_rate']:g} (the original's recipe), corpus {s['corpus']} "
+        f"({s['corpus_chars']:,} characters, charset {mem['charset_size']}), seed {s['seed']}.",
         "",
         "## Throughput",
         "",
@@ -388,6 +429,12 @@ def report(out: dict) -> str:
         f"{nv['fit_seconds']:.2f} |",
         f"| **trainer / naive** (ratio of medians; median of per-epoch ratios {tp['median_pair_ratio']:.2f}x) | "
         f"**{tp['ratio']:.2f}x** | |",
+        "",
+        f"The trainer's epoch times after warm-up vary by {tr['epoch_seconds_spread']:.1%} of their median "
+        f"((slowest - fastest) / median; load average {fmt_load(tp['load_average_before'])} before, "
+        f"{fmt_load(tp['load_average_after'])} after). It takes one `train_on_batch` per step; the naive port "
+        "calls `model.fit` once per epoch, as the trainer did before issue 13, and its epochs can stall while "
+        "`fit` tears its tf.data iterator down.",
         "",
         "Per epoch (same initial weights and windows, so the losses should agree):",
         "",
@@ -415,37 +462,46 @@ def report(out: dict) -> str:
         f"(One-hot windows for every start of the corpus would take {mib(mem['one_hot_whole_corpus_windows_bytes']):,.0f} "
         f"MiB; the whole corpus as int32 ids takes {mib(mem['corpus_ids_bytes']):,.1f} MiB.)",
         "",
-        "## Held-out bits per character against training time",
-        "",
-        f"{s['curve_minutes']:g} min of training per objective (model.fit time; the per-epoch validation "
-        f"on the held-out tail is excluded from the budget and shown in the wall column), epochs of "
-        f"{s['curve_examples_per_epoch']:,} examples, same seed. Validation: the character after each of up "
-        "to 2,048 held-out windows, for both objectives.",
-        "",
-        "| objective | epochs | examples | train min | wall min | examples/s | final bpc | best bpc (at min) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, label in OBJECTIVES:
-        c = out["curves"][name]
-        lines.append(
-            f"| {label} | {c['epochs']} | {c['examples_seen']:,} | {c['train_seconds'] / 60:.2f} | "
-            f"{c['wall_seconds'] / 60:.2f} | {fmt_num(c['median_examples_per_second'], '{:,.0f}')} | "
-            f"{fmt_num(c['final_bits_per_char'])} | {fmt_num(c['best_bits_per_char'])} "
-            f"({fmt_num(c['best_at_train_seconds'] and c['best_at_train_seconds'] / 60, '{:.2f}')}) |")
-    at = out["bpc_at_minutes"]
-    keys = list(next(iter(at.values())).keys())
-    lines += ["", "Bits per character of the last epoch finished by each time:", "",
-              "| objective | " + " | ".join(f"{k} min" for k in keys) + " |",
-              "|---|" + "---:|" * len(keys)]
-    for name, _ in OBJECTIVES:
-        lines.append(f"| {name} | " + " | ".join(fmt_num(at[name][k]) for k in keys) + " |")
-    last, allp = out["curves"]["last"], out["curves"]["all"]
-    if last["final_bits_per_char"] is not None and allp["points"]:
-        reach = minutes_to_reach(allp["points"], last["final_bits_per_char"])
-        lines += ["", f"`all` reaches the final bits per character of `last` ({last['final_bits_per_char']:.3f}) "
-                      + (f"after {reach:.2f} minutes of training." if reach is not None else "not within the budget.")]
-    lines += ["", "![bits per character against minutes](train_bpc.png)", ""]
-    return "\n".join(lines)
+    return lines
+
+
+def quality_report(out: dict) -> list[str]:
+    s, runs = out["settings"], out["recipes"]
+    keys = [f"{m:g}" for m in s["marks"]]
+    lines = [
+        "## Time to quality",
+        "",
+        f"Each recipe trains on the first {s['train_chars']:,} characters of {s['corpus']} for {s['minutes']:g} "
+        f"minutes of training steps (`--time-budget {s['minutes']:g}`: its schedule is sized to them), seed "
+        f"{s['seed']}. Every one of the {s['heldout_chars']:,} held-out characters is then scored after exactly "
+        f"{SAMPLE_LEN} characters of context, with the weights of the last epoch that ended by each time. "
+        "Mean -log p in nats per character (lower is better; bits = nats / 0.693):",
+        "",
+        "| recipe | " + " | ".join(f"{k} min" for k in keys) + " | examples/s | examples seen | load avg before -> after |",
+        "|---|" + "---:|" * len(keys) + "---:|---:|---|",
+    ]
+    for name, r in runs.items():
+        cells = [fmt_num(r["scores"].get(k, {}).get("nats_per_char")) for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {fmt_num(r['median_examples_per_second'], '{:,.0f}')} "
+                     f"| {r['examples_seen']:,} | {fmt_load(r['load_average_before'])} -> "
+                     f"{fmt_load(r['load_average_after'])} |")
+    ref = [fmt_num(NANOGPT_REFERENCE.get(float(k))) for k in keys]
+    lines.append("| nanoGPT baby GPT (issue 13's table, not run here) | " + " | ".join(ref) + " | | | |")
+    lines += ["", "What each recipe sets (everything else is the original's default):", ""]
+    for name in runs:
+        lines.append(f"- `{name}`: {RECIPES[name].summary}")
+    lines += ["", "Per recipe: the training seconds behind each mark's weights (the end of the last epoch by then) "
+              "and the seconds scoring took:", "",
+              "| recipe | epochs | train min | wall min | " + " | ".join(f"{k} min: trained s / score s" for k in keys)
+              + " |", "|---|---:|---:|---:|" + "---:|" * len(keys)]
+    for name, r in runs.items():
+        cells = [(f"{r['scores'][k]['train_seconds']:.0f} / {r['scores'][k]['score_seconds']:.0f}"
+                  if k in r["scores"] else "-") for k in keys]
+        lines.append(f"| {name} | {r['epochs']} | {r['train_seconds'] / 60:.2f} | {r['wall_seconds'] / 60:.2f} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "![held-out nats per character against training minutes](train_quality.png)", ""]
+    return lines
 
 
 def plot(out: dict, path: Path) -> None:
@@ -456,33 +512,28 @@ def plot(out: dict, path: Path) -> None:
 
     s, m = out["settings"], out["machine"]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    all_bpc = []
-    for (name, label), color in zip(OBJECTIVES, ("tab:blue", "tab:orange")):
-        points = out["curves"][name]["points"]
-        xs = [p["train_seconds"] / 60 for p in points]
-        ys = [p["bits_per_char"] for p in points]
-        all_bpc += ys
-        ax.plot(xs, ys, "-o", color=color, markersize=2.5 if len(points) <= 80 else 1.2, linewidth=1.4, label=label)
-        if ys:
-            ax.annotate(f"{ys[-1]:.2f}", (xs[-1], ys[-1]), textcoords="offset points", xytext=(4, 0),
-                        va="center", fontsize=8, color=color)
-    if all_bpc:
-        uniform = math.log2(out["throughput"]["memory"]["charset_size"])  # a model that knows nothing
-        ax.set_ylim(min(all_bpc) - 0.1, min(max(all_bpc), uniform) + 0.1)
-    for mark in marks(s["curve_minutes"])[:-1]:  # the columns of the bpc-at-minutes table
-        ax.axvline(mark, color="gray", linewidth=0.6, linestyle=":", alpha=0.7)
-    ax.set_xlim(0, s["curve_minutes"] * 1.04)
-    ax.set_xlabel("training minutes (model.fit time; validation excluded)")
-    ax.set_ylabel("held-out bits per character")
-    ax.set_title(f"{s['corpus']}, LSTM {','.join(map(str, s['lstm_layer_sizes']))}, sample_len {s['sample_len']}, "
-                 f"batch {s['batch_size']}, RMSprop {s['learning_rate']:g}", fontsize=10)
-    fig.suptitle("Validation bits per character vs training time" + (" (quick run)" if out["quick"] else ""),
-                 fontsize=12)
+    colors = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
+    for (name, r), color in zip(out["recipes"].items(), colors):
+        points = sorted((v["train_seconds"] / 60, v["nats_per_char"]) for v in r["scores"].values())
+        if not points:
+            continue
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, "-o", color=color, label=name)
+        ax.annotate(f"{ys[-1]:.3f}", (xs[-1], ys[-1]), textcoords="offset points", xytext=(5, 0), va="center",
+                    fontsize=8, color=color)
+    ref = sorted((k, v) for k, v in NANOGPT_REFERENCE.items() if k <= s["minutes"])
+    if ref:
+        ax.plot(*zip(*ref), ":", color="gray", marker="x", label="nanoGPT baby GPT (issue 13, not run here)")
+    ax.set_xlim(0, s["minutes"] * 1.08)
+    ax.set_xlabel("training minutes (steps only; scoring excluded)")
+    ax.set_ylabel("held-out nats per character (60-character context)")
+    ax.set_title(f"{s['corpus']}: every one of the last {s['heldout_chars']:,} characters scored", fontsize=10)
+    fig.suptitle("Time to quality" + (" (quick run)" if out["quick"] else ""), fontsize=12)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.text(0.01, 0.01, f"{m['cpu_count']} CPUs ({m['cpu_model']}), TensorFlow {m['tensorflow']}, {out['date'][:10]}; "
-             f"epochs of {s['curve_examples_per_epoch']:,} examples, one point per epoch",
+    fig.text(0.01, 0.01, f"{m['cpu_count']} CPUs ({m['cpu_model']}), TensorFlow {m['tensorflow']}, {out['date'][:16]}; "
+             f"load average {fmt_load(m['load_average_start'])} at the start, {fmt_load(m['load_average_end'])} at the end",
              ha="left", va="bottom", fontsize=7, color="gray")
     fig.savefig(path)
     plt.close(fig)

@@ -2,6 +2,7 @@
 
     client submit-train --corpus tfjs-code --layers 128 --epochs 5
     client generate tfjs-code --prompt "function " --length 300 --temperature 0.5
+    client score shakespeare nietzsche ./text.txt      # bits per character, the likeliest author first
     client models | client jobs | client corpora | client watch JOB_ID | client cancel JOB_ID
 
 ``--server`` (or TEXTGEN_SERVER) is the server to call; TEXTGEN_TOKEN and TEXTGEN_CA_CERT set the
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit = command("submit-train", help="train a model on a corpus (as a job on the server's workers)")
     submit.add_argument("--corpus", required=True,
                         help="a built-in corpus name, an upload id, or a local text file (uploaded first)")
+    submit.add_argument("--recipe", default=None,
+                        help="named training settings: fast (every position of each window, the learning rate "
+                             "decayed on a cosine over the run: the best measured per minute) or original (the "
+                             "original example's, the default); options given with it win")
+    submit.add_argument("--time-budget", dest="time_budget_minutes", type=float, default=None, metavar="MINUTES",
+                        help="train this many minutes (of steps), the learning-rate schedule fitted to them")
     submit.add_argument("--layers", "--lstm-layer-size", dest="layers", default=None,
                         help="units of each LSTM layer, comma-separated (default 128,128)")
     for flag, kind, what in (("sample-len", int, "window length (default 60)"),
@@ -58,7 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
                              ("batch-size", int, "default 128"),
                              ("validation-split", float, "fraction held out at the end of the text (default 0.0625)"),
                              ("display-length", int, "characters of sample text after each epoch (default 120)"),
-                             ("seed", int, "seed for shuffling and initialisation")):
+                             ("seed", int, "seed for shuffling and initialisation"),
+                             ("optimizer", str, "rmsprop (default), adam or adamw"),
+                             ("lr-schedule", str, "constant (default) or cosine (warmup, then decay to a tenth)"),
+                             ("warmup-steps", int, "steps of warmup for --lr-schedule cosine (default 0)"),
+                             ("clip-norm", float, "clip gradients to this global norm (default 0: no clipping)"),
+                             ("dropout", float, "dropout between LSTM layers, in [0, 1) (default 0)"),
+                             ("precision", str, "float32 (default), bfloat16, or auto (bfloat16 on CPUs with it)")):
         submit.add_argument(f"--{flag}", type=kind, default=None, help=what)
     submit.add_argument("--objective", default=None, help="last (the original's, default) or all (every position)")
     submit.add_argument("--name", default="", help="publish under this model name (default: --from's, else the corpus)")
@@ -84,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=0.5, help=">= 0; 0 = greedy (default %(default)s)")
     generate.add_argument("--seed", type=int, default=None, help="the same seed gives the same text")
     generate.add_argument("--version", type=int, default=0, help="model version (default: latest)")
+    generate.add_argument("--top-k", type=int, default=0,
+                          help="draw only from the k most likely characters (default 0: off)")
+    generate.add_argument("--top-p", type=float, default=None,
+                          help="nucleus sampling: the fewest most likely characters with probability >= p, "
+                               "0 < p <= 1 (default: off)")
+    generate.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                          help="end just before this text (repeat for up to 4)")
+    generate.add_argument("--logprobs", action="store_true",
+                          help="after the text, print each character and its log-probability, one a line")
+
+    score = command("score", help="a text's log-likelihood under one or more models, best first")
+    score.add_argument("models", nargs="+", metavar="MODEL", help="model name, or NAME:VERSION")
+    score.add_argument("file", help="a UTF-8 text file ('-': standard input)")
+    score.add_argument("--per-character", action="store_true",
+                       help="also print each character's log-probability (one model only)")
 
     command("models", help="list models")
     command("corpora", help="list built-in and uploaded corpora")
@@ -108,7 +136,9 @@ def cmd_submit_train(client: Client, args) -> int:
                "sample_len": args.sample_len, "sample_step": args.sample_step, "learning_rate": args.learning_rate,
                "epochs": args.epochs, "examples_per_epoch": args.examples_per_epoch, "batch_size": args.batch_size,
                "validation_split": args.validation_split, "display_length": args.display_length,
-               "objective": args.objective, "seed": args.seed}
+               "objective": args.objective, "seed": args.seed, "recipe": args.recipe, "optimizer": args.optimizer,
+               "lr_schedule": args.lr_schedule, "warmup_steps": args.warmup_steps, "clip_norm": args.clip_norm,
+               "dropout": args.dropout, "precision": args.precision, "time_budget_minutes": args.time_budget_minutes}
     from_model, _, from_version = args.from_model.partition(":")
     if from_version and not from_version.isdigit():
         raise UsageError(f"--from takes MODEL[:VERSION] with a version number, got {args.from_model!r}")
@@ -149,17 +179,44 @@ def cmd_cancel(client: Client, args) -> int:
 
 def cmd_generate(client: Client, args) -> int:
     stream = client.generate(args.model, prompt=args.prompt, length=args.length, temperature=args.temperature,
-                             seed=args.seed, version=args.version)
-    for text in stream:
-        sys.stdout.write(text)
+                             seed=args.seed, version=args.version, top_k=args.top_k, top_p=args.top_p,
+                             stop=args.stop, logprobs=args.logprobs)
+    text = []
+    for chunk in stream:
+        text.append(chunk)
+        sys.stdout.write(chunk)
         sys.stdout.flush()
     sys.stdout.write("\n")
-    if stream.end is None or stream.end.reason != pb.STOP_REASON_LENGTH:
+    if args.logprobs:
+        sys.stdout.write("\n" + "".join(f"{char!r}\t{logprob:.4f}\n" for char, logprob in zip("".join(text), stream.logprobs)))
+    if stream.end is None or stream.end.reason not in (pb.STOP_REASON_LENGTH, pb.STOP_REASON_STOP):
         produced = stream.end.characters if stream.end is not None else "an unknown number of"
         why = "it is shutting down" if stream.end is not None and stream.end.reason == pb.STOP_REASON_SHUTDOWN \
             else "the stream ended early"
         print(f"error: the server stopped after {produced} characters: {why}", file=sys.stderr)
         return EXIT_FAILED
+    return 0
+
+
+def cmd_score(client: Client, args) -> int:
+    if args.per_character and len(args.models) > 1:
+        raise UsageError("--per-character takes one model")
+    try:
+        text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{args.file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    scores = []
+    for spec in args.models:
+        name, _, version = spec.partition(":")
+        if version and not version.isdigit():
+            raise UsageError(f"a model is NAME or NAME:VERSION, got {spec!r}")
+        scores.append(client.score(name, text, version=int(version or 0), per_character=args.per_character))
+    if args.per_character:
+        for char, logprob in zip(text[1:], scores[0].logprobs):
+            print(f"{char!r}\t{logprob:.6f}")
+    rows = [(s.model, s.version, s.characters, f"{s.log_likelihood:.1f}", f"{s.bits_per_char:.3f}")
+            for s in sorted(scores, key=lambda s: s.bits_per_char)]
+    _table(("MODEL", "VERSION", "CHARACTERS", "LOG-LIKELIHOOD(NATS)", "BITS/CHAR"), rows)
     return 0
 
 
@@ -197,7 +254,7 @@ def cmd_delete(client: Client, args) -> int:
 
 
 COMMANDS = {"submit-train": cmd_submit_train, "watch": cmd_watch, "jobs": cmd_jobs, "cancel": cmd_cancel,
-            "generate": cmd_generate, "models": cmd_models, "corpora": cmd_corpora, "upload": cmd_upload,
+            "generate": cmd_generate, "score": cmd_score, "models": cmd_models, "corpora": cmd_corpora, "upload": cmd_upload,
             "delete": cmd_delete}
 
 
@@ -207,7 +264,7 @@ COMMANDS = {"submit-train": cmd_submit_train, "watch": cmd_watch, "jobs": cmd_jo
 def follow(client: Client, job_id: str) -> str:
     """Show a job's events (a progress bar on stderr, epoch lines on stdout) until it ends; returns
     its final state ("finished", "failed", "cancelled")."""
-    progress = Progress()
+    progress = Progress(client.get_job(job_id).options.time_budget_minutes)
     try:
         for event in client.watch_job(job_id):
             outcome = progress.show(event)
@@ -219,11 +276,14 @@ def follow(client: Client, job_id: str) -> str:
 
 
 class Progress:
-    """One tqdm bar over all of a job's batches (epoch, loss, ETA) and a line per epoch."""
+    """One tqdm bar over all of a job's batches (epoch, loss, ETA) and a line per epoch; for a job
+    with a time budget, a bar over its minutes (the budget, not the epochs, ends it)."""
 
-    def __init__(self):
+    def __init__(self, budget_minutes: float = 0.0):
         self.bar = None
         self.epochs = self.batches = 0
+        self.budget_s = budget_minutes * 60
+        self.began = 0.0
 
     def show(self, event) -> str | None:
         kind = event.WhichOneof("event")
@@ -239,12 +299,15 @@ class Progress:
             if self.bar is None:
                 self.epochs, self.batches = self.epochs or 1, e.batches
                 self._open((e.epoch - 1) * e.batches)
-            self.bar.set_description_str(f"epoch {e.epoch}/{self.epochs}", refresh=False)
+            self.bar.set_description_str(f"epoch {e.epoch}{self._of_epochs()}", refresh=False)
             self.bar.set_postfix_str(f"loss {e.loss:.4f}", refresh=False)
-            self.bar.update((e.epoch - 1) * e.batches + e.batch - self.bar.n)
+            if self.budget_s:
+                self.bar.update(min(time.monotonic() - self.began, self.budget_s) - self.bar.n)
+            else:
+                self.bar.update((e.epoch - 1) * e.batches + e.batch - self.bar.n)
         elif kind == "epoch":
             val = f"{e.val_loss:.4f} ({e.bits_per_char:.3f} bits/char)" if e.val_loss else "n/a"
-            self._line(f"epoch {e.epoch}/{e.epochs}: loss {e.loss:.4f}, validation loss {val}, "
+            self._line(f"epoch {e.epoch}{self._of_epochs()}: loss {e.loss:.4f}, validation loss {val}, "
                        f"{e.examples_per_second:,.0f} examples/s")
             for sample in e.samples:
                 self._line(f"  [temperature {sample.temperature:g}] {sample.text!r}")
@@ -264,10 +327,18 @@ class Progress:
             return "cancelled"
         return None
 
+    def _of_epochs(self) -> str:
+        return "" if self.budget_s else f"/{self.epochs}"
+
     def _open(self, done: int) -> None:
         from tqdm import tqdm
 
         self.close()
+        if self.budget_s:  # seconds since the job started, against its budget
+            self.began = time.monotonic()
+            self.bar = tqdm(disable=None, total=self.budget_s, unit="s", file=sys.stderr, dynamic_ncols=True,
+                            leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s {postfix}")
+            return
         self.bar = tqdm(disable=None, total=max(self.epochs * self.batches, 1), initial=done, unit="batch", file=sys.stderr,
                         dynamic_ncols=True, leave=False, desc=f"epoch {done // max(self.batches, 1) + 1}/{self.epochs}")
 

@@ -19,7 +19,9 @@ STATUS = {
 }
 JOB_STATES = {"queued": pb.JOB_STATE_QUEUED, "started": pb.JOB_STATE_STARTED, "finished": pb.JOB_STATE_FINISHED,
               "failed": pb.JOB_STATE_FAILED, "cancelled": pb.JOB_STATE_CANCELLED}
-_OPTIONAL_OPTIONS = ("sample_len", "sample_step", "learning_rate", "epochs", "examples_per_epoch", "batch_size",
+_STRING_OPTIONS = ("objective", "recipe", "optimizer", "lr_schedule", "precision")  # "" = not set
+_OPTIONAL_OPTIONS = ("warmup_steps", "clip_norm", "dropout", "time_budget_minutes",
+                     "sample_len", "sample_step", "learning_rate", "epochs", "examples_per_epoch", "batch_size",
                      "validation_split", "display_length", "seed")
 
 
@@ -95,15 +97,14 @@ def options_dict(options: pb.TrainOptions) -> dict:
     out = {name: getattr(options, name) for name in _OPTIONAL_OPTIONS if options.HasField(name)}
     if options.lstm_layer_sizes:
         out["lstm_layer_sizes"] = list(options.lstm_layer_sizes)
-    if options.objective:
-        out["objective"] = options.objective
+    out.update({name: getattr(options, name) for name in _STRING_OPTIONS if getattr(options, name)})
     return out
 
 
 def options_message(options: dict) -> pb.TrainOptions:
     known = {k: v for k, v in options.items() if k in _OPTIONAL_OPTIONS and v is not None}
-    return pb.TrainOptions(lstm_layer_sizes=options.get("lstm_layer_sizes") or [],
-                           objective=options.get("objective") or "", **known)
+    strings = {k: options.get(k) or "" for k in _STRING_OPTIONS}
+    return pb.TrainOptions(lstm_layer_sizes=options.get("lstm_layer_sizes") or [], **strings, **known)
 
 
 def job_message(job: dict) -> pb.Job:

@@ -5,6 +5,7 @@ runs in well under a minute or two on two cores.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -346,6 +347,10 @@ def foreign_upload(stack):
     ({"corpus": "tfjs-code", "options": {"learning_rate": float("nan")}}, "INVALID_ARGUMENT", "learning rate"),
     ({"corpus": "tfjs-code", "options": {"objective": "every"}}, "INVALID_ARGUMENT", "objective must be one of"),
     ({"corpus": "tfjs-code", "options": {"lstm_layer_sizes": [4096] * 8}}, "INVALID_ARGUMENT", "parameters"),
+    ({"corpus": "tfjs-code", "options": {"recipe": "turbo"}}, "INVALID_ARGUMENT",
+     "recipe must be one of original, fast, got 'turbo'"),
+    ({"corpus": "tfjs-code", "options": {"optimizer": "sgd"}}, "INVALID_ARGUMENT",
+     "optimizer must be one of rmsprop, adam, adamw, got 'sgd'"),
     ({"corpus": "tfjs-code", "model_name": "Bad Name"}, "INVALID_ARGUMENT", "invalid model name"),
     ({"corpus": "/etc/passwd"}, "INVALID_ARGUMENT", "looks like a file path"),
     ({"corpus": "homer"}, "INVALID_ARGUMENT", "built-in corpora are julesverne, nietzsche, shakespeare, tfjs-code"),
@@ -443,6 +448,19 @@ def test_cli_uploads_a_local_file_trains_on_it_and_waits(stack, first_job):
     job = stack.client.get_job(job_id)
     assert job.state == 3 and job.corpus.startswith("upload-")
     assert any(c.id == job.corpus and c.name == "shakespeare.txt" for c in stack.client.list_corpora())
+
+
+def test_a_recipe_and_time_budget_submitted_from_the_cli_are_what_the_model_was_trained_with(stack, first_job):
+    done = run_client(stack, "submit-train", "--corpus", "tfjs-code", "--recipe", "fast", "--time-budget", "0.05",
+                      "--layers", "16", "--sample-len", "10", "--examples-per-epoch", "256", "--batch-size", "64",
+                      "--display-length", "20", "--seed", "1", "--name", "fast-code", "--wait")
+    assert done.returncode == 0, done.stderr
+    job = stack.client.get_job(done.stdout.splitlines()[0])
+    assert (job.options.recipe, job.options.time_budget_minutes) == ("fast", 0.05)
+    training = json.loads((stack.data_dir / "models/fast-code/1/meta.json").read_text())["training"]
+    assert training["recipe"] == "fast" and training["time_budget_minutes"] == 0.05
+    assert (training["optimizer"], training["lr_schedule"], training["objective"]) == ("rmsprop", "cosine", "all")
+    assert training["lstm_layer_sizes"] == [16]  # given with the recipe, so it wins
 
 
 def test_cli_generate_streams_text_to_stdout(stack, first_job):

@@ -22,28 +22,56 @@ GEN_LENGTH = 200
 GEN_TEMPERATURE = 0.5
 
 
+# Flags of `train` that set a TrainConfig field of the same name (given ones override the recipe).
+CONFIG_FLAGS = ("sample_len", "sample_step", "learning_rate", "optimizer", "lr_schedule", "warmup_steps",
+                "clip_norm", "dropout", "precision", "epochs", "examples_per_epoch", "batch_size",
+                "validation_split", "display_length", "objective", "seed")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from textgen.options import TrainConfig
+    from textgen.options import DEFAULT_RECIPE, MAX_EPOCHS, OPTIMIZERS, RECIPES, TrainConfig
 
     d = TrainConfig()
     parser = Parser(prog="python -m trainer", description="Train a character-level LSTM and generate text.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    train = commands.add_parser("train", help="train a model on a corpus")
+    recipes = "; ".join(f"{name}: {recipe.summary}" for name, recipe in RECIPES.items())
+    train = commands.add_parser(
+        "train", help="train a model on a corpus",
+        description="Train a model. A recipe sets several options at once; an option given with it wins. With "
+                    "no options this is the original example's training.")
     train.add_argument("corpus", help="nietzsche, julesverne, shakespeare, tfjs-code, or a path to a text file")
-    flag(train, "lstm-layer-size", default=",".join(map(str, d.lstm_layer_sizes)),
-          help="units of each LSTM layer, comma-separated (default %(default)s)")
-    flag(train, "sample-len", type=_integer, default=d.sample_len, help="window length (default %(default)s)")
-    flag(train, "sample-step", type=_integer, default=d.sample_step, help="step between windows (default %(default)s)")
-    flag(train, "learning-rate", type=_number, default=d.learning_rate, help="RMSprop learning rate (default %(default)s)")
-    flag(train, "epochs", type=_integer, default=d.epochs, help="default %(default)s")
-    flag(train, "examples-per-epoch", type=_integer, default=d.examples_per_epoch, help="default %(default)s")
-    flag(train, "batch-size", type=_integer, default=d.batch_size, help="default %(default)s")
-    flag(train, "validation-split", type=_number, default=d.validation_split,
-          help="fraction of the text held out at its end (default %(default)s)")
-    flag(train, "display-length", type=_integer, default=d.display_length,
-          help="characters of sample text after each epoch (default %(default)s)")
-    flag(train, "objective", default=d.objective, help="last (the original's) or all (every position)")
+    flag(train, "recipe", default=DEFAULT_RECIPE, choices=tuple(RECIPES),
+          help=f"named settings (default %(default)s). {recipes}")
+    flag(train, "lstm-layer-size", default=None,
+          help=f"units of each LSTM layer, comma-separated (default {','.join(map(str, d.lstm_layer_sizes))})")
+    flag(train, "sample-len", type=_integer, default=None, help=f"window length (default {d.sample_len})")
+    flag(train, "sample-step", type=_integer, default=None, help=f"step between windows (default {d.sample_step})")
+    flag(train, "learning-rate", type=_number, default=None,
+          help=f"the (peak) learning rate (default {d.learning_rate:g})")
+    flag(train, "optimizer", default=None, help=f"{', '.join(OPTIMIZERS)} (default {d.optimizer})")
+    flag(train, "lr-schedule", default=None,
+          help="constant, or cosine: --warmup-steps of linear warmup, then cosine decay to a tenth of the "
+               "learning rate by the end of the run (its epochs, or --time-budget) (default constant; fast: cosine)")
+    flag(train, "warmup-steps", type=_integer, default=None, help="steps of warmup for --lr-schedule cosine "
+          "(default 0)")
+    flag(train, "clip-norm", type=_number, default=None,
+          help="clip each step's gradients to this global norm; 0 = no clipping (default 0)")
+    flag(train, "dropout", type=_number, default=None, help="dropout between LSTM layers, in [0, 1) (default 0)")
+    flag(train, "precision", default=None,
+          help="float32, bfloat16 (mixed), or auto: bfloat16 on CPUs that do it natively (default float32)")
+    flag(train, "time-budget", type=_number, default=None, metavar="MINUTES",
+          help="train for this many minutes of steps (validation and samples after each epoch come on top), "
+               "with the learning-rate schedule fitted to them; --epochs still caps the run and defaults to "
+               f"{MAX_EPOCHS} with it")
+    flag(train, "epochs", type=_integer, default=None, help=f"default {d.epochs}")
+    flag(train, "examples-per-epoch", type=_integer, default=None, help=f"default {d.examples_per_epoch}")
+    flag(train, "batch-size", type=_integer, default=None, help=f"default {d.batch_size}")
+    flag(train, "validation-split", type=_number, default=None,
+          help=f"fraction of the text held out at its end (default {d.validation_split})")
+    flag(train, "display-length", type=_integer, default=None,
+          help=f"characters of sample text after each epoch (default {d.display_length})")
+    flag(train, "objective", default=None, help="last (the original's, default) or all (every position; fast)")
     flag(train, "seed", type=_integer, default=None, help="seed for shuffling and initialisation")
     flag(train, "save-path", default=None, help="write the model bundle to this directory")
     flag(train, "name", default=None, help="publish to $TEXTGEN_DATA_DIR/models/NAME/<next version>/")
@@ -98,20 +126,25 @@ def resolve_model(spec: str) -> Path:
     return config.models_dir() / name / str(versions[-1])
 
 
+def train_config(args):
+    """The TrainConfig of the `train` flags: the recipe's settings, then every flag given over them."""
+    from textgen.options import TrainConfig, parse_layer_sizes
+
+    options = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name) is not None}
+    if args.lstm_layer_size is not None:
+        options["lstm_layer_sizes"] = parse_layer_sizes(args.lstm_layer_size)
+    if args.time_budget is not None:
+        options["time_budget_minutes"] = args.time_budget
+    return TrainConfig.from_recipe(args.recipe, **options)
+
+
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from textgen import bundle, config, corpus
-    from textgen.options import TrainConfig, parse_layer_sizes
     from trainer import export, training
 
-    cfg = TrainConfig(
-        lstm_layer_sizes=parse_layer_sizes(args.lstm_layer_size), sample_len=args.sample_len,
-        sample_step=args.sample_step, learning_rate=args.learning_rate, epochs=args.epochs,
-        examples_per_epoch=args.examples_per_epoch, batch_size=args.batch_size,
-        validation_split=args.validation_split, display_length=args.display_length,
-        objective=args.objective, seed=args.seed,
-    ).validate()
+    cfg = train_config(args).validate()
     if args.name:
         bundle.validate_name(args.name)
     if args.save_path and Path(args.save_path).exists() and not bundle.is_bundle(Path(args.save_path)) \
@@ -127,6 +160,7 @@ def cmd_train(args) -> int:
         print("note: neither --save-path nor --name given: the model will not be saved", file=sys.stderr)
 
     bar = None
+    of_epochs = "" if cfg.time_budget_minutes else f"/{cfg.epochs}"  # a budget run ends when its time is up
 
     def on_event(event):
         nonlocal bar
@@ -137,7 +171,7 @@ def cmd_train(args) -> int:
                   + (f", resuming after epoch {resumed}" if resumed else ""), file=sys.stderr)
         elif kind == "batch":
             if bar is None:  # counts examples, so its rate reads as examples per second
-                bar = tqdm(disable=None, total=cfg.examples_per_epoch, desc=f"epoch {event['epoch']}/{cfg.epochs}",
+                bar = tqdm(disable=None, total=cfg.examples_per_epoch, desc=f"epoch {event['epoch']}{of_epochs}",
                            unit="ex", file=sys.stderr, leave=False, dynamic_ncols=True)
             bar.update(min(cfg.batch_size, cfg.examples_per_epoch - bar.n))
             bar.set_postfix(loss=f"{event['loss']:.4f}", refresh=False)
@@ -146,7 +180,9 @@ def cmd_train(args) -> int:
                 bar.close()
                 bar = None
             val = "n/a" if event["val_loss"] is None else f"{event['val_loss']:.4f} ({event['bits_per_char']:.3f} bits/char)"
-            print(f"epoch {event['epoch']}/{event['epochs']}: loss {event['loss']:.4f}, validation loss {val}, "
+            budget = (f" ({event['train_seconds'] / 60:.1f} of {cfg.time_budget_minutes:g} min)"
+                      if cfg.time_budget_minutes else "")
+            print(f"epoch {event['epoch']}{of_epochs}{budget}: loss {event['loss']:.4f}, validation loss {val}, "
                   f"{event['examples_per_second']:,.0f} examples/s", file=sys.stderr)
             for sample in event["samples"]:
                 print(f"  [temperature {sample['temperature']:g}] {sample['text']!r}", file=sys.stderr)

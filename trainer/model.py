@@ -16,9 +16,19 @@ from keras import layers, ops
 
 from textgen.options import LEARNING_RATE, LSTM_LAYER_SIZES
 
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with native bfloat16 arithmetic
+ADAMW_WEIGHT_DECAY = 0.1  # nanoGPT's (Keras decays every variable, biases too)
 
-def build_model(charset_size: int, lstm_layer_sizes=LSTM_LAYER_SIZES, all_positions: bool = False):
-    """A fresh model; layer names are fixed so weights move between the two output shapes."""
+
+def build_model(charset_size: int, lstm_layer_sizes=LSTM_LAYER_SIZES, all_positions: bool = False,
+                dropout: float = 0.0, precision: str = "float32"):
+    """A fresh model; layer names are fixed so weights move between the two output shapes.
+
+    ``dropout`` > 0 puts a Dropout layer after each LSTM but the last (active in training only; it has
+    no weights, so the serving model simply leaves it out). ``precision="bfloat16"`` computes the LSTMs
+    in bfloat16 with float32 weights (Keras' mixed_bfloat16); the softmax stays float32.
+    """
+    lstm_dtype = "mixed_bfloat16" if precision == "bfloat16" else None
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     # One-hot as a frozen identity embedding: a built-in layer that takes [batch, time] ids of any
     # length, also inside a traced function (CategoryEncoding cannot: it tests the time axis's size in
@@ -27,10 +37,30 @@ def build_model(charset_size: int, lstm_layer_sizes=LSTM_LAYER_SIZES, all_positi
                          name="one_hot")(ids)
     for i, units in enumerate(lstm_layer_sizes):
         last = i == len(lstm_layer_sizes) - 1
-        # Default activations, no dropout, no mask: the conditions for the cuDNN kernel on a GPU.
-        x = layers.LSTM(units, return_sequences=all_positions or not last, name=f"lstm_{i}")(x)
-    probs = layers.Dense(charset_size, activation="softmax", name="next_char")(x)
+        # Default activations, no recurrent dropout, no mask: the conditions for the cuDNN kernel on a
+        # GPU. Dropout between layers acts on the outputs only, which keeps them.
+        x = layers.LSTM(units, return_sequences=all_positions or not last, name=f"lstm_{i}", dtype=lstm_dtype)(x)
+        if dropout > 0 and not last:
+            x = layers.Dropout(dropout, name=f"dropout_{i}")(x)
+    probs = layers.Dense(charset_size, activation="softmax", name="next_char", dtype="float32")(x)
     return keras.Model(ids, probs, name="char_lstm")
+
+
+def resolve_precision(precision: str) -> str:
+    """``"auto"`` -> ``"bfloat16"`` on a machine without a GPU whose CPU does bfloat16 natively, else
+    ``"float32"`` (emulated bfloat16 is slower, and the GPU path is measured in float32 only)."""
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return "float32"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "float32"
+    return "bfloat16" if any(flag in flags for flag in BF16_CPU_FLAGS) else "float32"
 
 
 def lstm_layer_sizes(model) -> list[int]:
@@ -41,12 +71,19 @@ def charset_size(model) -> int:
     return int(model.get_layer("next_char").units)
 
 
-def with_objective(model, all_positions: bool):
-    """``model``'s weights in a model with the other output shape (or ``model`` itself)."""
-    returns_sequences = model.get_layer(f"lstm_{len(lstm_layer_sizes(model)) - 1}").return_sequences
-    if returns_sequences == all_positions:
-        return model
-    other = build_model(charset_size(model), lstm_layer_sizes(model), all_positions)
+def with_objective(model, all_positions: bool, dropout: float = 0.0, precision: str = "float32"):
+    """``model``'s weights in a model of the given shape (or ``model`` itself when it has that shape).
+
+    ``with_objective(model, all_positions=False)`` is the serving model: float32, no dropout.
+    """
+    sizes = lstm_layer_sizes(model)
+    returns_sequences = model.get_layer(f"lstm_{len(sizes) - 1}").return_sequences
+    has_dropout = any(isinstance(layer, layers.Dropout) for layer in model.layers)
+    in_bfloat16 = model.get_layer("lstm_0").dtype_policy.compute_dtype == "bfloat16"
+    if (returns_sequences, has_dropout, in_bfloat16) == (all_positions, dropout > 0, precision == "bfloat16"):
+        if not has_dropout or all(layer.rate == dropout for layer in model.layers if isinstance(layer, layers.Dropout)):
+            return model
+    other = build_model(charset_size(model), sizes, all_positions, dropout, precision)
     other.set_weights(model.get_weights())
     return other
 
@@ -65,12 +102,25 @@ def upgraded(model):
     return rebuilt
 
 
-def compile_model(model, learning_rate: float = LEARNING_RATE):
-    """RMSprop and cross-entropy on integer targets, as the original (which uses one-hot targets)."""
-    model.compile(
-        optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-    )
+def make_optimizer(name: str = "rmsprop", learning_rate: float = LEARNING_RATE, clip_norm: float = 0.0):
+    """The optimizer by name; ``clip_norm`` > 0 clips the global norm of each step's gradients.
+
+    The learning rate is a variable the training loop sets before each step (its schedule)."""
+    clip = {"global_clipnorm": clip_norm} if clip_norm > 0 else {}
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=learning_rate, **clip)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate, **clip)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=ADAMW_WEIGHT_DECAY, **clip)
+    raise ValueError(f"optimizer must be one of rmsprop, adam, adamw, got {name!r}")
+
+
+def compile_model(model, learning_rate: float = LEARNING_RATE, optimizer: str = "rmsprop", clip_norm: float = 0.0):
+    """Cross-entropy on integer targets (the original uses one-hot targets) with the named optimizer;
+    the defaults are the original's: RMSprop at 1e-2, no clipping."""
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate, clip_norm),
+                  loss=keras.losses.SparseCategoricalCrossentropy())
     return model
 
 

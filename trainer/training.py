@@ -6,9 +6,17 @@ the RQ job appends it to the job's Redis stream) and stops at the next batch bou
 
 - ``started``: epochs, batches_per_epoch, resumed_from_epoch (0 = from scratch)
 - ``batch``: epoch, batch, batches, loss
-- ``epoch``: epoch, epochs, loss, val_loss, bits_per_char, examples_per_second,
-  samples (a list of {temperature, text})
+- ``epoch``: epoch, epochs, loss, val_loss, bits_per_char, examples_per_second, seconds,
+  learning_rate (for the next step), samples (a list of {temperature, text}); and examples, when
+  the time budget ended the epoch early
 - ``checkpoint``: epoch, path
+
+Each step is one ``model.train_on_batch`` on slices of the epoch's NumPy windows, not one
+``model.fit(..., epochs=1)`` per epoch: every ``fit`` call builds a tf.data pipeline and iterator,
+and tearing that iterator down at the end of the call blocks the main thread until tf.data's
+background threads exit, which on this machine took from 1 s to more than 20 s (the "stalled"
+epochs at half speed and 0% CPU of issue 13). ``train_on_batch`` feeds the compiled train step
+directly, with no dataset and no iterator.
 """
 from __future__ import annotations
 
@@ -30,11 +38,12 @@ from textgen.sampling import DISPLAY_TEMPERATURES, Uniforms
 from trainer import export
 from trainer.dataset import TextDataset
 from trainer.decode import PipelinedDecoder
-from trainer.model import build_model, compile_model, lstm_layer_sizes, with_objective
+from trainer.model import build_model, compile_model, lstm_layer_sizes, resolve_precision, with_objective
 
 CHECKPOINT_MODEL = "checkpoint.keras"
 CHECKPOINT_STATE = "checkpoint.json"
 VALIDATION_BATCH = 512
+FINAL_LR_FRACTION = 0.1  # a cosine schedule ends at this fraction of its peak (nanoGPT's min_lr = lr / 10)
 
 
 class TrainingError(Exception):
@@ -86,6 +95,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     init_from: Path | None = None,
     checkpoint_dir: Path | None = None,
+    after_epoch: Callable[[dict, keras.Model], None] | None = None,
     checkpoint_on_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train on ``text``; with ``init_from`` (a bundle path) keep training that model.
@@ -95,6 +105,8 @@ def train(
     epoch is checkpointed there and a later call with the same directory resumes after the last one.
     When ``should_stop()`` ends training early and ``checkpoint_on_stop()`` says so (a worker handing its
     job back), the batch it stopped at is checkpointed too, and the resumed run trains the rest of that epoch.
+    ``after_epoch(record, model)``, if given, sees each epoch's record and the serving model with the
+    epoch's weights (the benchmark scores snapshots with it).
     """
     emit = on_event or (lambda event: None)
     parent_meta, charset, model = {}, None, None
@@ -117,22 +129,25 @@ def train(
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     all_positions = config.objective == "all"
+    precision = resolve_precision(config.precision)
 
-    first_epoch, first_batch, history = 1, 0, []
+    first_epoch, first_batch, history, run = 1, 0, [], {"steps": 0, "train_seconds": 0.0}
     checkpoint = _read_checkpoint(checkpoint_dir)
     if checkpoint:
         model = keras.saving.load_model(Path(checkpoint_dir) / CHECKPOINT_MODEL, safe_mode=True)
         first_epoch, history = checkpoint["epoch"] + 1, checkpoint["history"]
         first_batch = checkpoint.get("batch", 0)  # batches of epoch first_epoch trained before a stop
+        run = {"steps": checkpoint.get("steps", 0), "train_seconds": checkpoint.get("train_seconds", 0.0)}
     else:
         if model is None:
-            model = build_model(len(charset), config.lstm_layer_sizes, all_positions)
+            model = build_model(len(charset), config.lstm_layer_sizes, all_positions, config.dropout, precision)
         else:
-            model = with_objective(model, all_positions)
-        compile_model(model, config.learning_rate)
+            model = with_objective(model, all_positions, config.dropout, precision)
+        compile_model(model, config.learning_rate, config.optimizer, config.clip_norm)
     view = with_objective(model, all_positions=False)  # the serving shape, for validation and samples
 
     batches = math.ceil(config.examples_per_epoch / config.batch_size)
+    schedule = LearningRateSchedule.of(config, batches)
     emit({"type": "started", "epochs": config.epochs, "batches_per_epoch": batches,
           "resumed_from_epoch": first_epoch - 1, **({"resumed_from_batch": first_batch} if first_batch else {})})
     x_val, y_val = data.validation_windows()
@@ -143,31 +158,41 @@ def train(
     for epoch in range(first_epoch, config.epochs + 1):
         rng = np.random.default_rng([config.seed or 0, epoch])
         x, y = data.windows(data.train_ids, data.epoch_starts(config.examples_per_epoch, rng), all_positions)
-        done_before = first_batch if epoch == first_epoch else 0
+        done_before = first_batch if epoch == first_epoch else 0  # trained by a run that was stopped
         x, y = x[done_before * config.batch_size:], y[done_before * config.batch_size:]
-        progress = _BatchProgress(epoch, batches, emit, should_stop, done_before)
         began = time.perf_counter()
-        fit = model.fit(x, y, batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[progress])
+        loss, examples, outcome = _train_epoch(model, x, y, config.batch_size, schedule, run,
+                                               lambda batch, loss: emit({"type": "batch", "epoch": epoch,
+                                                                         "batch": done_before + batch,
+                                                                         "batches": batches, "loss": loss}),
+                                               should_stop)
         seconds = time.perf_counter() - began
-        if progress.stopped:
+        if outcome == "stopped":
             stopped = True
             if checkpoint_dir is not None and checkpoint_on_stop is not None and checkpoint_on_stop():
-                _write_checkpoint(checkpoint_dir, model, epoch - 1, history, batch=progress.done)
-                emit({"type": "checkpoint", "epoch": epoch - 1, "batch": progress.done, "path": str(checkpoint_dir)})
+                done = done_before + math.ceil(examples / config.batch_size)
+                _write_checkpoint(checkpoint_dir, model, epoch - 1, history, {**run, "batch": done})
+                emit({"type": "checkpoint", "epoch": epoch - 1, "batch": done, "path": str(checkpoint_dir)})
             break
         if view is not model:
             view.set_weights(model.get_weights())
-        loss = float(fit.history["loss"][-1])
         val_loss = validation_loss(view, x_val, y_val)
         samples = sample_texts(decoder, charset, display_seed, config.display_length, seed=epoch)
         record = {"epoch": epoch, "loss": loss, "val_loss": val_loss,
                   "bits_per_char": val_loss / math.log(2) if val_loss is not None else None,
-                  "examples_per_second": len(x) / seconds, "seconds": seconds}
+                  "examples_per_second": examples / seconds, "seconds": seconds,
+                  "train_seconds": run["train_seconds"], "learning_rate": schedule.at(run["steps"], run["train_seconds"])}
+        if examples < len(x):
+            record["examples"] = examples  # the time budget ended this epoch early
         history.append(record)
         emit({"type": "epoch", "epochs": config.epochs, **record, "samples": samples})
+        if after_epoch is not None:
+            after_epoch(record, view)
         if checkpoint_dir is not None:
-            _write_checkpoint(checkpoint_dir, model, epoch, history)
+            _write_checkpoint(checkpoint_dir, model, epoch, history, run)
             emit({"type": "checkpoint", "epoch": epoch, "path": str(checkpoint_dir)})
+        if outcome == "budget":
+            break
 
     last = history[-1] if history else {}
     meta = {
@@ -177,10 +202,13 @@ def train(
         "objective": config.objective,
         "corpus": {"name": corpus_name, "sha256": corpus_sha256, "characters": len(text)},
         "training": config.to_dict(),
+        "precision": precision,
         "loss": last.get("loss"),
         "val_loss": last.get("val_loss"),
         "bits_per_char": last.get("bits_per_char"),
         "epochs": int(parent_meta.get("epochs", 0)) + len(history),
+        "examples_seen": sum(h.get("examples", config.examples_per_epoch) for h in history),
+        "train_seconds": run["train_seconds"],
         "history": history,
         "seed_slices": data.seed_slices(4),
         "parent": ({"name": parent_meta.get("name"), "version": parent_meta.get("version"),
@@ -238,21 +266,68 @@ def generate_ids(decoder: PipelinedDecoder, prompt_ids: np.ndarray, length: int,
     return np.concatenate(list(chunks(256)), axis=1)
 
 
-class _BatchProgress(keras.callbacks.Callback):
-    def __init__(self, epoch, batches, emit, should_stop, done_before=0):
-        super().__init__()
-        self.epoch, self.batches, self.emit, self.should_stop = epoch, batches, emit, should_stop
-        self.done = done_before  # batches of this epoch trained so far (some by an earlier, stopped run)
-        self.stopped = False
+@dataclasses.dataclass
+class LearningRateSchedule:
+    """The learning rate before each step: constant (the original), or linear warmup then cosine decay.
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.done += 1
-        self.emit({"type": "batch", "epoch": self.epoch, "batch": self.done, "batches": self.batches,
-                   "loss": float((logs or {}).get("loss", float("nan")))})
+    The decay runs over the run's progress, which is the larger of steps done / all the run's steps
+    (``epochs`` x batches) and training seconds / the time budget, so a ``time_budget`` run ends its
+    decay when its time is up, however fast the machine is. Warmup counts steps.
+    """
+
+    peak: float
+    kind: str = "constant"
+    warmup_steps: int = 0
+    total_steps: int = 0
+    budget_seconds: float = 0.0
+    final_fraction: float = FINAL_LR_FRACTION
+
+    @classmethod
+    def of(cls, config: TrainConfig, batches_per_epoch: int) -> "LearningRateSchedule":
+        return cls(config.learning_rate, config.lr_schedule, config.warmup_steps,
+                   config.epochs * batches_per_epoch, config.time_budget_minutes * 60.0)
+
+    def progress(self, steps: int, train_seconds: float) -> float:
+        done = steps / self.total_steps if self.total_steps else 0.0
+        if self.budget_seconds:
+            done = max(done, train_seconds / self.budget_seconds)
+        return min(done, 1.0)
+
+    def at(self, steps: int, train_seconds: float) -> float:
+        if self.kind == "constant":
+            return self.peak
+        if steps < self.warmup_steps:
+            return self.peak * (steps + 1) / self.warmup_steps
+        cosine = 0.5 * (1.0 + math.cos(math.pi * self.progress(steps, train_seconds)))
+        return self.peak * (self.final_fraction + (1.0 - self.final_fraction) * cosine)
+
+
+def _train_epoch(model, x, y, batch_size: int, schedule: LearningRateSchedule, run: dict,
+                 on_batch: Callable[[int, float], None], should_stop) -> tuple[float, int, str]:
+    """One epoch, batch by batch with ``train_on_batch`` (see the module note: no ``model.fit``).
+
+    Updates ``run`` (steps, train_seconds). Returns (mean loss over the examples trained, examples
+    trained, outcome): "done", "stopped" (``should_stop()`` said so after a batch) or "budget" (the
+    time budget ran out after a batch).
+    """
+    total, examples, outcome = 0.0, 0, "done"
+    for batch, start in enumerate(range(0, len(x), batch_size), 1):
+        began = time.perf_counter()
+        model.optimizer.learning_rate = schedule.at(run["steps"], run["train_seconds"])
+        logs = model.train_on_batch(x[start : start + batch_size], y[start : start + batch_size], return_dict=True)
+        loss, n = float(logs["loss"]), len(x[start : start + batch_size])
+        run["steps"] += 1
+        run["train_seconds"] += time.perf_counter() - began
+        total, examples = total + loss * n, examples + n
+        on_batch(batch, loss)
         # Not after the epoch's last batch: the epoch ends (and is checkpointed) first.
-        if self.should_stop is not None and self.done < self.batches and self.should_stop():
-            self.stopped = True
-            self.model.stop_training = True
+        if should_stop is not None and start + batch_size < len(x) and should_stop():
+            outcome = "stopped"
+            break
+        if schedule.budget_seconds and run["train_seconds"] >= schedule.budget_seconds:
+            outcome = "budget"
+            break
+    return total / max(examples, 1), examples, outcome
 
 
 def _read_checkpoint(checkpoint_dir):
@@ -264,14 +339,14 @@ def _read_checkpoint(checkpoint_dir):
     return json.loads(state.read_text())
 
 
-def _write_checkpoint(checkpoint_dir, model, epoch: int, history: list, batch: int = 0) -> None:
-    """Model (with optimizer state) then the record (last complete epoch, and the batches of the next
-    one trained already), each replaced atomically."""
+def _write_checkpoint(checkpoint_dir, model, epoch: int, history: list, run: dict) -> None:
+    """Model (with optimizer state) then the record (the last complete epoch, the run's counters, and
+    after a stop inside the next epoch its ``batch``es trained), each replaced atomically."""
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     tmp_model = checkpoint_dir / f".{CHECKPOINT_MODEL}.tmp.keras"
     model.save(tmp_model)
     os.replace(tmp_model, checkpoint_dir / CHECKPOINT_MODEL)
     tmp_state = checkpoint_dir / f".{CHECKPOINT_STATE}.tmp"
-    tmp_state.write_text(json.dumps({"epoch": epoch, "history": history, **({"batch": batch} if batch else {})}))
+    tmp_state.write_text(json.dumps({"epoch": epoch, "history": history, **run}))
     os.replace(tmp_state, checkpoint_dir / CHECKPOINT_STATE)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: start the local stack, train a small model on the TensorFlow.js source (tfjs-code) with a
-# live progress bar, then stream generated code at two temperatures.
+# live progress bar, then stream generated code at two temperatures; ends with the page's address.
 #
 # A second run reuses the trained model (DEMO_RETRAIN=1 trains a new version). The stack is left
 # running for you to play with (`.venv/bin/client --help`); `make down` stops it.
@@ -9,7 +9,7 @@
 # TEXTGEN_SERVER (default: the server's TEXTGEN_ADDR), and
 #   DEMO_RETRAIN=1      train even when the model exists
 #   DEMO_MODEL          the model's name (default tfjs-code)
-#   DEMO_TRAIN_ARGS     the training options (default below: about 3 minutes on 2 CPU cores)
+#   DEMO_TRAIN_ARGS     the training options (default below: the fast recipe, about 3 minutes on 2 CPU cores)
 #   DEMO_LENGTH         characters to generate at each temperature (default 300)
 #   DEMO_TEMPERATURES   the sampling temperatures (default "0.7 1.0": below about 0.6 a model this small
 #                       mostly gets stuck in runs of indentation; see it with DEMO_TEMPERATURES="0.2 0.8")
@@ -24,13 +24,18 @@ MODEL=${DEMO_MODEL:-tfjs-code}
 LENGTH=${DEMO_LENGTH:-300}
 read -r -a TEMPERATURES <<<"${DEMO_TEMPERATURES:-0.7 1.0}"
 PROMPT="function "
-# One LSTM layer of 128 units, trained on every position of each 60-character window (--objective all):
-# 16 epochs of 16,384 windows reach about 1.75 bits per character on the held-out end of tfjs-code.
-DEFAULT_TRAIN_ARGS="--layers 128 --objective all --epochs 16 --examples-per-epoch 16384 --display-length 80"
+# One LSTM layer of 128 units (a second one halves the examples per second, which a 2-minute run cannot
+# afford), trained with the fast recipe (`python -m trainer train --help` says what it sets) for 2 minutes
+# of steps, its learning-rate schedule fitted to them. Large epochs keep the per-epoch validation and
+# samples to a few. Side by side on a loaded machine, with a 4-minute budget, this reached 1.69 held-out
+# bits per character on tfjs-code in 270 s of wall time, where the demo's earlier settings reached 1.74
+# in 304 s (bench/results/train_demo.md).
+DEFAULT_TRAIN_ARGS="--recipe fast --layers 128 --examples-per-epoch 32768 --time-budget 2 --display-length 80"
 read -r -a TRAIN_ARGS <<<"${DEMO_TRAIN_ARGS:-$DEFAULT_TRAIN_ARGS}"
 
 VAR_DIR=${TEXTGEN_VAR_DIR:-$ROOT/var}
 export TEXTGEN_ADDR=${TEXTGEN_ADDR:-127.0.0.1:50051}
+export TEXTGEN_WEB_ADDR=${TEXTGEN_WEB_ADDR:-127.0.0.1:8080}
 export TEXTGEN_DATA_DIR=${TEXTGEN_DATA_DIR:-$VAR_DIR/data}
 if [[ -z ${TEXTGEN_SERVER:-} ]]; then
     TEXTGEN_SERVER=$TEXTGEN_ADDR
@@ -45,7 +50,7 @@ else
     banner() { printf '\n== %s\n' "$*"; }
 fi
 
-banner "Starting the local stack (Redis, training worker, gRPC server)"
+banner "Starting the local stack (Redis, training worker, gRPC server, web page)"
 ./deploy/local/stack.sh up
 
 # A published model is models/NAME/<version>/ with its meta.json (the server serves the latest).
@@ -82,3 +87,7 @@ cat <<EOF
   make logs                                          the logs of Redis, the worker and the server
   make down                                          stop everything
 EOF
+PAGE=http://$TEXTGEN_WEB_ADDR/
+if [[ $TEXTGEN_WEB_ADDR == 0.0.0.0:* ]]; then PAGE=http://127.0.0.1:${TEXTGEN_WEB_ADDR##*:}/; fi
+echo "  ${PAGE}docs                      the HTTP API (OpenAI-compatible: ${PAGE}v1/completions)"
+banner "Open the page to train, watch the loss and generate: $PAGE"

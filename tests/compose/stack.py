@@ -50,7 +50,7 @@ def free_port() -> int:
 
 
 PORT = free_port()
-ENV = {**os.environ, "TEXTGEN_PORT": str(PORT), "TEXTGEN_WORKER_TENSORFLOW": WORKER_TENSORFLOW,
+ENV = {**os.environ, "TEXTGEN_PORT": str(PORT), "TEXTGEN_WEB_PORT": str(free_port()), "TEXTGEN_WORKER_TENSORFLOW": WORKER_TENSORFLOW,
        "TEXTGEN_SERVER": f"127.0.0.1:{PORT}", "COMPOSE_PROJECT_NAME": PROJECT}
 T0 = time.monotonic()
 FOUND: dict = {}  # what a step leaves for the next ones
