@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench proto up down logs status clean
+.PHONY: install test demo bench proto up down logs status clean gpu-check
 
 install: $(STAMP)
 
@@ -44,3 +44,8 @@ status:
 clean:
 	-./deploy/local/stack.sh down
 	rm -rf $(VENV) var
+
+# On a machine with an NVIDIA GPU (and `.venv/bin/pip install -e '.[gpu]'`): train with --gpu, check the
+# cuDNN kernel, decode with 1 and 256 streams, score a text; writes bench/results/gpu.md beside the CPU's figures.
+gpu-check: install
+	$(PY) -m bench.gpu_check

@@ -1,7 +1,8 @@
-"""Run every benchmark: ``python -m bench [--quick] [--minutes M] [--only train|decode]``.
+"""Run every benchmark: ``python -m bench [--quick] [--minutes M] [--only train|decode|web]``.
 
-The training bench runs first, then the decode bench. ``--quick`` goes to both; ``--minutes`` to the
-training bench; any other flags go to the decode bench. Each writes its results to bench/results/.
+The training bench runs first, then the decode bench, then the web bench (HTTP/SSE against gRPC).
+``--quick`` goes to all; ``--minutes`` to the training bench; any other flags go to the decode bench.
+Each writes its results to bench/results/.
 """
 from __future__ import annotations
 
@@ -15,22 +16,27 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs that check the benches work")
     parser.add_argument("--minutes", type=float, default=None,
                         help="training minutes per recipe for the training bench's time to quality")
-    parser.add_argument("--only", choices=("train", "decode"), help="run one bench only")
+    parser.add_argument("--only", choices=("train", "decode", "web"), help="run one bench only")
     args, rest = parser.parse_known_args(argv)
-    if rest and args.only == "train":
+    if rest and args.only in ("train", "web"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     quick = ["--quick"] if args.quick else []
 
-    if args.only != "decode":
+    if args.only in (None, "train"):
         from bench import train_bench
 
         print("[bench] training bench", file=sys.stderr, flush=True)
         train_bench.main(quick + (["--minutes", repr(args.minutes)] if args.minutes is not None else []))
-    if args.only != "train":
+    if args.only in (None, "decode"):
         from bench import decode_bench
 
         print("[bench] decode bench", file=sys.stderr, flush=True)
         decode_bench.main(quick + rest)
+    if args.only in (None, "web"):
+        from bench import web_bench
+
+        print("[bench] web bench", file=sys.stderr, flush=True)
+        web_bench.main(quick)
     return 0
 
 

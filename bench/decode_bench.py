@@ -1,12 +1,15 @@
-"""Decode speed: the gRPC server against the reference loop and a naive port.
+"""Decode speed: the gRPC server, today's engine beside the engine before it, the reference loop and a naive port.
 
 ``python -m bench.decode_bench [--quick] [--results DIR]``. In one run on this machine: train a
-128,128 LSTM on tinyshakespeare briefly, publish it in a temporary data directory, start
-``python -m server`` on a loopback port, and measure characters per second for one stream and for 64
-concurrent streams through gRPC, the same in-process (the engine without gRPC, and bare ``advance``
-calls: the ceiling), the reference loop (one ``predict`` per character), the naive port (one Keras
-``model.predict`` per character) and the time to first chunk. Writes ``decode.json`` and
-``decode.md`` to bench/results/. ``--quick``: small runs that check everything works.
+128,128 LSTM on tinyshakespeare briefly, publish it in a temporary data directory, start two
+``python -m server`` processes on loopback ports, one with today's engine (time-sized steps, XLA) and
+one with the engine before it (``Engine.fixed_steps()``: 16-character steps, the bundle's graph
+functions), and measure, alternating between them: time to first chunk on an idle server and while
+63 other streams run; aggregate characters per second through gRPC at 1, 64 and 256 streams. Also the
+machine's sgemm rate (a TF matmul of the decode step's shape) with each figure as a fraction of it,
+bare ``advance`` calls (graph and XLA), the reference loop (one ``predict`` per character) and the
+naive port (one Keras ``model.predict`` per character). Writes ``decode.json`` and ``decode.md`` to
+bench/results/. ``--quick``: small runs that check everything works.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
-from server.engine import CHUNK, Engine  # noqa: E402
+from server.engine import CHUNK  # noqa: E402
 from server.reference import reference_generate  # noqa: E402
 from server.store import ModelStore  # noqa: E402
 from textgen.v1 import textgen_pb2 as pb  # noqa: E402
@@ -51,8 +54,10 @@ LAYERS = (128, 128)
 SAMPLE_LEN = 60
 PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun."
 TEMPERATURE = 0.5
-STREAMS = 64
-DECODERS = ("grpc", "engine", "advance")
+STREAMS = (1, 64, 256)
+BUSY = 64  # streams running while time to first chunk is measured under load (the probe and 63 others)
+ENGINES = ("new", "fixed")  # today's engine; the engine before it (Engine.fixed_steps())
+NAMES = {"new": "today's engine (time-sized steps, XLA)", "fixed": "before: fixed 16-character steps"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,27 +67,31 @@ class Plan:
     train_epochs: int = 2  # of train_examples windows each: a short training
     train_examples: int = 4096
     one_stream_chars: int = 3000
-    chars_per_stream: int = 600
-    # The machine may be shared. Throughput is measured in rounds, each running every decoder once,
-    # so all meet similar interference; the table gives each decoder's best round (other processes
-    # only ever slow a run down) and decode.json has every round.
+    chars_per_stream: int = 400  # at 64 and 256 streams
+    # The machine may be shared. Throughput is measured in rounds, each running every engine and
+    # stream count once, alternating, so both engines meet similar interference; the table gives each
+    # one's best round (other processes only ever slow a run down) and decode.json has every round.
     rounds: int = 3
     advance_seconds: float = 2.0
     ttfc_requests: int = 20
-    reference_chars: int = 600  # greedy, also compared with the server's greedy text
+    reference_chars: int = 600  # greedy, also compared with the servers' greedy text
     naive_seconds: float = 10.0
+    sgemm_seconds: float = 2.0
 
 
 FULL = Plan()
 QUICK = Plan(train_epochs=1, train_examples=512, one_stream_chars=500, chars_per_stream=100, rounds=1,
-             advance_seconds=0.5, ttfc_requests=5, reference_chars=100, naive_seconds=2.0)
+             advance_seconds=0.5, ttfc_requests=5, reference_chars=100, naive_seconds=2.0, sgemm_seconds=0.5)
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench.decode_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small runs that check the bench works")
     parser.add_argument("--results", type=Path, default=RESULTS, help="output folder (default bench/results)")
+    parser.add_argument("--serve-fixed-steps", action="store_true", help=argparse.SUPPRESS)  # the baseline server
     args = parser.parse_args(argv)
+    if args.serve_fixed_steps:
+        return serve_fixed_steps()
     plan = QUICK if args.quick else FULL
     began = time.perf_counter()
     load_before = os.getloadavg()
@@ -100,35 +109,34 @@ def main(argv=None) -> dict:
                "model": {"name": MODEL_NAME, "lstm_layer_sizes": list(LAYERS), "sample_len": SAMPLE_LEN,
                          "charset_size": len(result.meta["charset"]), "val_bits_per_char": result.meta["bits_per_char"],
                          "train_seconds": train_seconds},
-               "settings": {"temperature": TEMPERATURE, "chunk": CHUNK, "prompt_chars": len(PROMPT), "streams": STREAMS}}
+               "settings": {"temperature": TEMPERATURE, "chunk": CHUNK, "prompt_chars": len(PROMPT),
+                            "streams": list(STREAMS), "busy_streams": BUSY}}
+        out["sgemm"] = measure_sgemm(plan)
 
         store = ModelStore(data_dir / "models", reload_seconds=3600).start()
         model = store.get(MODEL_NAME)
-        log("starting python -m server")
-        with server_process(data_dir) as addr:
-            channel = grpc.insecure_channel(addr)
-            stub = textgen_pb2_grpc.TextGenStub(channel)
-            grpc_generate(stub, 200)  # warm up
-            out["throughput"] = measure_throughput(stub, model, plan)
-            out["ttfc"] = measure_ttfc(stub, plan)
-            server_greedy = grpc_generate(stub, plan.reference_chars, temperature=0.0, seed=0)[0]
-            channel.close()
-        out["reference"] = measure_reference(model, server_greedy, plan)
+        out["advance"] = measure_advance(model, plan)
         out["naive"] = measure_naive(result.model, model, plan)
+        reference = measure_reference(model, plan)
         store.close()
+        log("starting two servers: today's engine and the fixed-step one")
+        with server_process(data_dir) as new_addr, server_process(data_dir, fixed_steps=True) as fixed_addr:
+            channels = {"new": grpc.insecure_channel(new_addr), "fixed": grpc.insecure_channel(fixed_addr)}
+            stubs = {key: textgen_pb2_grpc.TextGenStub(channel) for key, channel in channels.items()}
+            warm_up(stubs, plan)
+            out["throughput"] = measure_throughput(stubs, plan)
+            out["ttfc"] = {key: measure_ttfc(stubs[key], key, plan) for key in ENGINES}
+            greedy = {key: grpc_generate(stubs[key], plan.reference_chars, temperature=0.0, seed=0)[0]
+                      for key in ENGINES}
+            for channel in channels.values():
+                channel.close()
+        text = reference.pop("text")
+        out["reference"] = {**reference, "greedy_equals_server": {key: text == greedy[key] for key in ENGINES}}
 
     out["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                       "tensorflow": tf.__version__, "grpc": grpc.__version__,
                       "load_average_before": load_before, "load_average_after": os.getloadavg()}
-    best = {key: value["best"] for key, value in out["throughput"].items()}
-    naive = out["naive"]["chars_per_s"]
-    out["ratios"] = {
-        "grpc_1_over_naive": best["grpc_1"] / naive,
-        f"grpc_{STREAMS}_over_naive": best[f"grpc_{STREAMS}"] / naive,
-        "grpc_1_over_reference": best["grpc_1"] / out["reference"]["chars_per_s"],
-        "grpc_1_over_advance_1": best["grpc_1"] / best["advance_1"],
-        f"grpc_{STREAMS}_over_advance_{STREAMS}": best[f"grpc_{STREAMS}"] / best[f"advance_{STREAMS}"],
-    }
+    out["flops_per_char"] = flops_per_char(LAYERS, SAMPLE_LEN, out["model"]["charset_size"])
     out["bench_seconds"] = time.perf_counter() - began
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "decode.json").write_text(json.dumps(out, indent=2) + "\n")
@@ -137,18 +145,64 @@ def main(argv=None) -> dict:
     return out
 
 
-# -- the server, through gRPC ----------------------------------------------------------------------
+# -- the machine's matmul rate ---------------------------------------------------------------------
+
+def measure_sgemm(plan: Plan) -> dict:
+    """GFLOP/s of a TF float32 matmul of the decode step's shape at 64 streams:
+    ``[64 * sample_len, units] x [units, 4 * units]`` (the recurrent product of one layer)."""
+    rows, units = 64 * SAMPLE_LEN, LAYERS[0]
+    log(f"sgemm: [{rows},{units}] x [{units},{4 * units}] for {plan.sgemm_seconds:g} s")
+    a = tf.random.uniform([rows, units])
+    b = tf.random.uniform([units, 4 * units])
+    matmul = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)))
+    matmul(a, b).numpy()
+    best = 0.0
+    for _ in range(3):  # best of three: another process only ever slows one down
+        calls, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < plan.sgemm_seconds / 3:
+            matmul(a, b).numpy()
+            calls += 1
+        best = max(best, 2 * rows * units * 4 * units * calls / (time.perf_counter() - t0) / 1e9)
+    return {"shape": [[rows, units], [units, 4 * units]], "gflops": best}
+
+
+def flops_per_char(layers, sample_len: int, charset_size: int) -> float:
+    """Matmul FLOPs the pipelined decoder spends per generated character: every layer's recurrent
+    product over the ``sample_len`` windows, the input product of every layer but the first (a row
+    lookup for one-hot input), and the dense layer on one window."""
+    flops, below = 0, None
+    for units in layers:
+        flops += 2 * sample_len * units * 4 * units
+        if below is not None:
+            flops += 2 * sample_len * below * 4 * units
+        below = units
+    return float(flops + 2 * below * charset_size)
+
+
+# -- the servers, through gRPC ---------------------------------------------------------------------
+
+def serve_fixed_steps() -> int:
+    """``python -m server`` with ``Engine.fixed_steps()``: the engine before time-sized steps and XLA."""
+    from server import __main__ as server_main
+    from server import app
+    from server.engine import Engine
+
+    app.Engine = Engine.fixed_steps
+    return server_main.main()
+
 
 class server_process:
-    """``python -m server`` on a free loopback port, serving ``data_dir``; SIGTERM on exit."""
+    """``python -m server`` (or the fixed-step baseline) on a free loopback port, serving ``data_dir``;
+    SIGTERM on exit."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, fixed_steps: bool = False):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.addr = f"127.0.0.1:{sock.getsockname()[1]}"
         env = dict(os.environ, TEXTGEN_ADDR=self.addr, TEXTGEN_DATA_DIR=str(data_dir), TEXTGEN_GRACE_SECONDS="2")
-        self.process = subprocess.Popen([sys.executable, "-m", "server"], env=env, cwd=ROOT,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command = ["-m", "bench.decode_bench", "--serve-fixed-steps"] if fixed_steps else ["-m", "server"]
+        self.process = subprocess.Popen([sys.executable, *command], env=env, cwd=ROOT,
+                                        stdout=subprocess.DEVNULL, stderr=open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "a"))
 
     def __enter__(self) -> str:
         channel = grpc.insecure_channel(self.addr)
@@ -188,68 +242,53 @@ def grpc_generate(stub, length: int, temperature: float = TEMPERATURE, seed: int
     return "".join(parts), first, time.perf_counter() - t0
 
 
-def measure_throughput(stub, model, plan: Plan) -> dict:
-    """Characters per second of each decoder, 1 stream and STREAMS streams, best of the plan's rounds."""
-    engine = Engine(max_length=100_000)
-    runs = {f"{decoder}_{n}": [] for n in (1, STREAMS) for decoder in DECODERS}
+def warm_up(stubs: dict, plan: Plan) -> None:
+    """Run every stream count once on each server, then wait: today's engine compiles its XLA
+    programs for the shapes it meets in the background, and the measurements should not pay for that."""
+    log("warming up both servers at every stream count (XLA compiles in the background)")
+    for _ in range(2):
+        for key, stub in stubs.items():
+            for streams in STREAMS:
+                grpc_rate(stub, streams, 100)
+        time.sleep(5 if not plan.rounds == 1 else 2)
+
+
+def measure_throughput(stubs: dict, plan: Plan) -> dict:
+    """Aggregate characters per second of each engine at each stream count, best of the plan's rounds."""
+    runs = {f"{key}_{n}": [] for n in STREAMS for key in ENGINES}
     for r in range(plan.rounds):
-        log(f"throughput round {r + 1}/{plan.rounds}: gRPC, engine in-process, bare advance; 1 and {STREAMS} streams")
-        runs["grpc_1"].append(plan.one_stream_chars / grpc_generate(stub, plan.one_stream_chars, seed=r)[2])
-        runs["engine_1"].append(engine_rate(engine, model, 1, plan.one_stream_chars))
-        runs["advance_1"].append(advance_rate(model, 1, plan.advance_seconds))
-        runs[f"grpc_{STREAMS}"].append(grpc_rate(stub, STREAMS, plan.chars_per_stream))
-        runs[f"engine_{STREAMS}"].append(engine_rate(engine, model, STREAMS, plan.chars_per_stream))
-        runs[f"advance_{STREAMS}"].append(advance_rate(model, STREAMS, plan.advance_seconds))
-    engine.shutdown(0)
+        log(f"throughput round {r + 1}/{plan.rounds}: {', '.join(map(str, STREAMS))} streams, both engines")
+        for streams in STREAMS:
+            for key in ENGINES if r % 2 == 0 else ENGINES[::-1]:
+                chars = plan.one_stream_chars if streams == 1 else plan.chars_per_stream
+                runs[f"{key}_{streams}"].append(grpc_rate(stubs[key], streams, chars, seed=1000 * r))
     return {key: {"best": max(rates), "rounds": rates} for key, rates in runs.items()}
 
 
-def grpc_rate(stub, streams: int, chars: int) -> float:
+def grpc_rate(stub, streams: int, chars: int, seed: int = 0) -> float:
     """``streams`` Generate calls of ``chars`` started together: total characters over wall time."""
     t0 = time.perf_counter()
-    results = in_threads(lambda i: grpc_generate(stub, chars, seed=i), range(streams))
+    results = in_threads(lambda i: grpc_generate(stub, chars, seed=seed + i), range(streams))
     seconds = time.perf_counter() - t0
     assert all(len(text) == chars for text, _, _ in results)
     return streams * chars / seconds
 
 
-def engine_rate(engine, model, streams: int, chars: int) -> float:
-    """The same through the engine in this process, without gRPC."""
-    t0 = time.perf_counter()
-    started = [engine.submit(model, PROMPT, chars, TEMPERATURE, seed=i) for i in range(streams)]
-    in_threads(lambda s: "".join(s), started)
-    return streams * chars / (time.perf_counter() - t0)
-
-
-def advance_rate(model, batch: int, seconds: float) -> float:
-    """The ceiling: the bundle's ``advance`` called back to back on a started batch, k = CHUNK,
-    for ``seconds``, nothing else (no start, no text, no queues)."""
-    fn = model.functions
-    prompt = np.tile(model.encode(PROMPT[-SAMPLE_LEN:])[None, :], (batch, 1))
-    state = fn.start(prompt=tf.constant(prompt), lengths=tf.fill([batch], prompt.shape[1]))
-    temperature = tf.fill([batch], TEMPERATURE)
-    uniforms = tf.constant(np.random.default_rng(0).random((batch, CHUNK), dtype=np.float32))
-    chars, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        state = dict(fn.advance(**state, temperature=temperature, uniforms=uniforms))
-        state.pop("ids").numpy()
-        chars += batch * CHUNK
-    return chars / (time.perf_counter() - t0)
-
-
-def measure_ttfc(stub, plan: Plan) -> dict:
-    """Seconds from a Generate call to its first text, on an idle server and beside STREAMS - 1 streams."""
-    log(f"time to first chunk: {plan.ttfc_requests} requests on an idle server")
+def measure_ttfc(stub, key: str, plan: Plan) -> dict:
+    """Seconds from a Generate call to its first text, on an idle server and beside BUSY - 1 streams."""
+    log(f"time to first chunk, {key}: {plan.ttfc_requests} requests on an idle server")
     idle = [grpc_generate(stub, 64, seed=i)[1] for i in range(plan.ttfc_requests)]
 
-    log(f"time to first chunk: {plan.ttfc_requests} requests while {STREAMS - 1} other streams run")
+    log(f"time to first chunk, {key}: {plan.ttfc_requests} requests while {BUSY - 1} other streams run")
     stop = threading.Event()
+    done = []
 
     def background(i):
         while not stop.is_set():
-            grpc_generate(stub, plan.chars_per_stream, seed=1000 + i)
+            text, _, seconds = grpc_generate(stub, plan.chars_per_stream, seed=1000 + i)
+            done.append((len(text), seconds))
 
-    threads = [threading.Thread(target=background, args=(i,)) for i in range(STREAMS - 1)]
+    threads = [threading.Thread(target=background, args=(i,)) for i in range(BUSY - 1)]
     for thread in threads:
         thread.start()
     time.sleep(2.0)
@@ -264,16 +303,42 @@ def measure_ttfc(stub, plan: Plan) -> dict:
             "busy_median_ms": 1000 * statistics.median(busy), "busy_ms": [1000 * t for t in busy]}
 
 
-# -- the reference loop and the naive port ---------------------------------------------------------
+# -- bare advance calls, the reference loop and the naive port ---------------------------------------
 
-def measure_reference(model, server_greedy: str, plan: Plan) -> dict:
+def measure_advance(model, plan: Plan) -> dict:
+    """The ceilings: the bundle's ``advance`` called back to back on a started batch, k = CHUNK, for
+    ``advance_seconds``, nothing else (no start, no text, no queues), as exported and with XLA."""
+    fn = model.functions
+    xla = tf.function(lambda **inputs: fn.advance(**inputs), jit_compile=True)
+    rates = {}
+    for batch in STREAMS:
+        log(f"bare advance calls, {batch} rows, graph and XLA")
+        prompt = np.tile(model.encode(PROMPT[-SAMPLE_LEN:])[None, :], (batch, 1))
+        start = dict(fn.start(prompt=tf.constant(prompt), lengths=tf.fill([batch], prompt.shape[1])))
+        settings = dict(temperature=tf.fill([batch], TEMPERATURE),
+                        uniforms=tf.constant(np.random.default_rng(0).random((batch, CHUNK), dtype=np.float32)))
+        if model.controls:
+            settings.update(top_k=tf.zeros([batch], tf.int32), top_p=tf.ones([batch]))
+        for key, advance in (("graph", fn.advance), ("xla", xla)):
+            advance(**start, **settings)["ids"].numpy()  # compile
+            state, chars, t0 = start, 0, time.perf_counter()
+            while time.perf_counter() - t0 < plan.advance_seconds:
+                state = dict(advance(**state, **settings))
+                state.pop("logprobs", None)
+                state.pop("ids").numpy()
+                chars += batch * CHUNK
+            rates[f"{key}_{batch}"] = chars / (time.perf_counter() - t0)
+    return rates
+
+
+def measure_reference(model, plan: Plan) -> dict:
+    """The reference loop's rate, and its greedy text (``text``) to compare with the servers'."""
     chars = plan.reference_chars
     log(f"reference loop: {chars} greedy characters, one predict call each")
     t0 = time.perf_counter()
     text = reference_generate(model, PROMPT, chars, 0.0, seed=0)
     seconds = time.perf_counter() - t0
-    return {"chars_per_s": chars / seconds, "chars": chars, "seconds": seconds,
-            "greedy_equals_server": text == server_greedy}
+    return {"chars_per_s": chars / seconds, "chars": chars, "seconds": seconds, "text": text}
 
 
 def measure_naive(keras_model, model, plan: Plan) -> dict:
@@ -316,18 +381,21 @@ def log(message: str) -> None:
 def report(out: dict) -> str:
     best = {key: value["best"] for key, value in out["throughput"].items()}
     plan, m, r, n, t = Plan(**out["plan"]), out["model"], out["reference"], out["naive"], out["ttfc"]
-    machine, ratios = out["machine"], out["ratios"]
-    rows = [
-        ("gRPC server (`python -m server`, client on the same machine)", best["grpc_1"], best[f"grpc_{STREAMS}"]),
-        ("decode engine in-process (no gRPC)", best["engine_1"], best[f"engine_{STREAMS}"]),
-        (f"bare SavedModel `advance` calls, k = {CHUNK} (ceiling)", best["advance_1"], best[f"advance_{STREAMS}"]),
-        ("reference loop (bundle `predict` per character)", r["chars_per_s"], None),
-        ("naive port (Keras `model.predict` per character)", n["chars_per_s"], None),
-    ]
+    machine, adv, sgemm = out["machine"], out["advance"], out["sgemm"]["gflops"]
+
+    def of_sgemm(chars_per_s):
+        return f"{chars_per_s * out['flops_per_char'] / 1e9 / sgemm:.0%}"
 
     def cell(value):
-        return "not run" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+        return f"{value:,.0f} ({of_sgemm(value)})"
 
+    streams_rows = [
+        f"| {n_streams} | {cell(best[f'new_{n_streams}'])} | {cell(best[f'fixed_{n_streams}'])} | "
+        f"**{best[f'new_{n_streams}'] / best[f'fixed_{n_streams}']:.2f}x** | {cell(adv[f'graph_{n_streams}'])} | "
+        f"{cell(adv[f'xla_{n_streams}'])} |"
+        for n_streams in STREAMS
+    ]
+    greedy = r["greedy_equals_server"]
     return "\n".join([
         "# Decode benchmark" + (" (quick run: a check, not numbers to quote)" if out["quick"] else ""),
         "",
@@ -335,39 +403,50 @@ def report(out: dict) -> str:
         f"{m['charset_size']} characters, trained briefly on tinyshakespeare ({plan.train_epochs} epochs of "
         f"{plan.train_examples} windows, {m['train_seconds']:.0f} s; held-out {m['val_bits_per_char']:.2f} "
         "bits/char: enough for the text to look like text; the speed does not depend on the weights). "
-        f"Temperature {TEMPERATURE}, steps of {CHUNK} characters. Machine: {machine['cpus']} CPUs, "
+        f"Temperature {TEMPERATURE}. Machine: {machine['cpus']} CPUs, "
         f"{machine['platform']}, TensorFlow {machine['tensorflow']}, grpcio {machine['grpc']}; load average "
-        f"before/after {machine['load_average_before'][0]:.2f} / {machine['load_average_after'][0]:.2f}.",
+        f"before/after {machine['load_average_before'][0]:.2f} / {machine['load_average_after'][0]:.2f} "
+        "(the machine is shared: other processes ran during this benchmark).",
         "",
-        f"| decoder | 1 stream, chars/s | {STREAMS} streams, aggregate chars/s |",
+        "## Time to first chunk (call to first text message, median)",
+        "",
+        f"| engine | idle server | while {BUSY - 1} other streams run |",
         "|---|---:|---:|",
-        *[f"| {name} | {cell(one)} | {cell(many)} |" for name, one, many in rows],
+        *[f"| {NAMES[key]} | {t[key]['idle_median_ms']:.0f} ms | {t[key]['busy_median_ms']:.0f} ms |" for key in ENGINES],
         "",
-        f"**Engine through gRPC vs the naive port: {ratios['grpc_1_over_naive']:,.0f}x for one stream, "
-        f"{ratios[f'grpc_{STREAMS}_over_naive']:,.0f}x in aggregate for {STREAMS} streams** (vs the reference "
-        f"loop: {ratios['grpc_1_over_reference']:,.1f}x for one stream). Through gRPC the server keeps "
-        f"{100 * ratios['grpc_1_over_advance_1']:.0f}% (1 stream) and "
-        f"{100 * ratios[f'grpc_{STREAMS}_over_advance_{STREAMS}']:.0f}% ({STREAMS} streams) of the bare `advance` rate.",
+        "## Aggregate characters per second through gRPC",
         "",
-        f"Time to first chunk (call to first text message, median of {plan.ttfc_requests}): "
-        f"{t['idle_median_ms']:.0f} ms on an idle server, {t['busy_median_ms']:.0f} ms while {STREAMS - 1} "
-        "other streams run.",
+        f"The machine's sgemm rate, measured in this run: **{sgemm:,.0f} GFLOP/s** (TF float32 matmul "
+        f"{' x '.join(str(s) for s in out['sgemm']['shape'])}, the decode step's recurrent product at 64 streams). "
+        f"A character costs {out['flops_per_char'] / 1e6:.1f} MFLOP of matmuls, so each rate is also shown as a "
+        "fraction of the sgemm rate (in parentheses).",
         "",
-        f"Greedy text through gRPC equals the reference loop's ({r['chars']} characters): "
-        f"{'yes' if r['greedy_equals_server'] else 'NO'}.",
+        "| streams | today's engine | before (fixed 16-char steps) | today / before | bare `advance`, graph, "
+        f"k = {CHUNK} | bare `advance`, XLA, k = {CHUNK} |",
+        "|---:|---:|---:|---:|---:|---:|",
+        *streams_rows,
         "",
-        "How, all measured in this run, nothing extrapolated: the server runs as a subprocess on a loopback "
-        "port and the clients are threads of the benchmark process, on the same CPUs. Throughput is measured in "
-        f"{plan.rounds} rounds, each running every decoder once (so all meet similar interference from whatever "
-        "else runs on the machine); the table shows each decoder's best round, decode.json every round. "
+        f"Reference loop (bundle `predict` per character, one stream): {r['chars_per_s']:,.0f} chars/s; naive port "
+        f"(Keras `model.predict` per character): {n['chars_per_s']:,.1f} chars/s. Today's engine through gRPC, one "
+        f"stream: {best['new_1'] / n['chars_per_s']:,.0f}x the naive port; {BUSY} streams: "
+        f"{best[f'new_{BUSY}'] / n['chars_per_s']:,.0f}x.",
+        "",
+        f"Greedy text through gRPC equals the reference loop's ({r['chars']} characters): today's engine "
+        f"{'yes' if greedy['new'] else 'NO'}, before {'yes' if greedy['fixed'] else 'NO'}.",
+        "",
+        "How, all measured in this run, nothing extrapolated: each engine runs in its own `python -m server` "
+        "subprocess on a loopback port (both loaded, one idle while the other is measured); the clients are "
+        "threads of the benchmark process, on the same CPUs. Both servers first run every stream count twice "
+        "(today's engine compiles its XLA programs meanwhile). Throughput is measured in "
+        f"{plan.rounds} rounds, each running both engines at every stream count, alternating which goes first; "
+        "the table shows each one's best round, decode.json every round. "
         f"1 stream: one call of {plan.one_stream_chars} characters, from the call to its last message. "
-        f"{STREAMS} streams: {STREAMS} calls of {plan.chars_per_stream} characters started together, total "
-        f"characters over wall time, prompt processing included (`start` costs about {m['sample_len']} steps, "
-        f"so about {100 * m['sample_len'] / (m['sample_len'] + plan.chars_per_stream):.0f}% of each such stream's "
-        "work). Bare `advance`: back-to-back calls on a started batch for "
-        f"{plan.advance_seconds:g} s. Reference loop: {r['chars']} characters of one stream "
-        f"(it batches nothing, so {STREAMS} streams were not run through it). Naive port: as many characters "
-        f"as fit in {plan.naive_seconds:g} s, one stream.",
+        f"64 and 256 streams: that many calls of {plan.chars_per_stream} characters started together, total "
+        "characters over wall time, prompt processing included. Time to first chunk: "
+        f"{plan.ttfc_requests} calls of 64 characters one after another on the idle server; then the same while "
+        f"{BUSY - 1} other calls of {plan.chars_per_stream} characters run (each starting again when it ends). "
+        f"Bare `advance`: back-to-back calls on a started batch for {plan.advance_seconds:g} s. "
+        f"Naive port: as many characters as fit in {plan.naive_seconds:g} s, one stream.",
         "",
         f"Whole benchmark: {out['bench_seconds']:.0f} s.",
         "",

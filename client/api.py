@@ -7,6 +7,7 @@
     for text in stream:
         print(text, end="")
     print(stream.start.seed, stream.end.characters)
+    print(c.score("tfjs-code", "function f(x) { return x; }").bits_per_char)
 
     job = c.submit_train(corpus="tfjs-code", options={"lstm_layer_sizes": [128], "epochs": 5})
     for event in c.watch_job(job.id):
@@ -18,6 +19,7 @@ This package imports only the generated code, grpc, tqdm and the standard librar
 """
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +72,13 @@ class Client:
         self._textgen = textgen_pb2_grpc.TextGenStub(self._channel)
         self._training = textgen_pb2_grpc.TrainingStub(self._channel)
 
+    def with_token(self, token: str) -> "Client":
+        """A client on this one's connection that sends ``token`` instead (the web gateway forwards
+        each caller's token this way, without a connection per caller). Close only the original."""
+        other = copy.copy(self)
+        other._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        return other
+
     def close(self) -> None:
         self._channel.close()
 
@@ -82,13 +91,28 @@ class Client:
     # ---- generation and models -----------------------------------------------------------------
 
     def generate(self, model: str, prompt: str = "", length: int = 200, temperature: float = 0.5,
-                 seed: int | None = None, version: int = 0) -> "Generation":
+                 seed: int | None = None, version: int = 0, top_k: int = 0, top_p: float | None = None,
+                 stop: list[str] | tuple = (), logprobs: bool = False) -> "Generation":
         """Stream ``length`` characters from ``model``: iterate the result for text chunks; its
         ``start`` (model, version, prompt, seed used) and ``end`` (reason, characters) fill in as
-        they arrive."""
+        they arrive.
+
+        ``top_k`` (0: off) and ``top_p`` (None or 1: off) narrow each draw to the most likely
+        characters after temperature; the stream ends just before the first of the ``stop`` strings
+        (up to 4, 1-64 characters) it generates, with ``end.reason`` STOP_REASON_STOP; with
+        ``logprobs`` the result's ``logprobs`` fills with ln p of each character, in step with the text.
+        """
         request = _message(pb.GenerateRequest, model=model, version=version, prompt=prompt, length=length,
-                           temperature=temperature, seed=seed)
+                           temperature=temperature, seed=seed, top_k=top_k, top_p=top_p, stop=list(stop),
+                           logprobs=logprobs)
         return Generation(self._textgen.Generate(request, metadata=self._metadata), self)
+
+    def score(self, model: str, text: str, version: int = 0, per_character: bool = False) -> pb.ScoreResponse:
+        """``text``'s log-likelihood under ``model``: ``log_likelihood`` (nats), ``bits_per_char``,
+        ``characters`` scored (all but the first) and, with ``per_character``, ``logprobs`` of
+        ``text[1:]``. Rank models by ``bits_per_char`` (lowest: the likeliest author)."""
+        request = _message(pb.ScoreRequest, model=model, version=version, text=text, per_character=per_character)
+        return self._unary(self._textgen.Score, request)
 
     def list_models(self) -> list[pb.ModelSummary]:
         return list(self._unary(self._textgen.ListModels, pb.ListModelsRequest()).models)
@@ -134,15 +158,10 @@ class Client:
     def cancel_job(self, job_id: str) -> pb.Job:
         return self._unary(self._training.CancelJob, pb.CancelJobRequest(job_id=job_id))
 
-    def watch_job(self, job_id: str) -> Iterator[pb.JobEvent]:
-        """Every event of the job from the first, then live ones; ends when the job ends."""
-        stream = self._training.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=self._metadata)
-        try:
-            yield from stream
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
-        finally:
-            stream.cancel()
+    def watch_job(self, job_id: str) -> "JobWatch":
+        """Every event of the job from the first, then live ones; ends when the job ends. Iterate the
+        result; its ``cancel()`` ends the watch from another thread."""
+        return JobWatch(self._training.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=self._metadata), self)
 
     def list_corpora(self) -> list[pb.Corpus]:
         return list(self._unary(self._training.ListCorpora, pb.ListCorporaRequest()).corpora)
@@ -197,18 +216,21 @@ def _message(message_class, **fields):
 
 
 class Generation:
-    """Text chunks of one Generate stream; ``start`` and ``end`` are set as they arrive."""
+    """Text chunks of one Generate stream; ``start``, ``end`` and ``logprobs`` (when asked for: one
+    per character received) are set as they arrive."""
 
     def __init__(self, responses, client: Client):
         self._responses, self._client = responses, client
         self.start: pb.StreamStart | None = None
         self.end: pb.StreamEnd | None = None
+        self.logprobs: list[float] = []
 
     def __iter__(self) -> Iterator[str]:
         try:
             for response in self._responses:
                 if response.HasField("start"):
                     self.start = response.start
+                self.logprobs.extend(response.logprobs)
                 if response.text:
                     yield response.text
                 if response.HasField("end"):
@@ -223,6 +245,24 @@ class Generation:
     def text(self) -> str:
         """All of the text (consumes the stream)."""
         return "".join(self)
+
+    def cancel(self) -> None:
+        self._responses.cancel()
+
+
+class JobWatch:
+    """The events of one WatchJob stream (``pb.JobEvent``), in order."""
+
+    def __init__(self, responses, client: Client):
+        self._responses, self._client = responses, client
+
+    def __iter__(self) -> Iterator[pb.JobEvent]:
+        try:
+            yield from self._responses
+        except grpc.RpcError as exc:
+            raise self._client._error(exc) from None
+        finally:
+            self._responses.cancel()
 
     def cancel(self) -> None:
         self._responses.cancel()

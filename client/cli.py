@@ -2,6 +2,7 @@
 
     client submit-train --corpus tfjs-code --layers 128 --epochs 5
     client generate tfjs-code --prompt "function " --length 300 --temperature 0.5
+    client score shakespeare nietzsche ./text.txt      # bits per character, the likeliest author first
     client models | client jobs | client corpora | client watch JOB_ID | client cancel JOB_ID
 
 ``--server`` (or TEXTGEN_SERVER) is the server to call; TEXTGEN_TOKEN and TEXTGEN_CA_CERT set the
@@ -96,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=0.5, help=">= 0; 0 = greedy (default %(default)s)")
     generate.add_argument("--seed", type=int, default=None, help="the same seed gives the same text")
     generate.add_argument("--version", type=int, default=0, help="model version (default: latest)")
+    generate.add_argument("--top-k", type=int, default=0,
+                          help="draw only from the k most likely characters (default 0: off)")
+    generate.add_argument("--top-p", type=float, default=None,
+                          help="nucleus sampling: the fewest most likely characters with probability >= p, "
+                               "0 < p <= 1 (default: off)")
+    generate.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                          help="end just before this text (repeat for up to 4)")
+    generate.add_argument("--logprobs", action="store_true",
+                          help="after the text, print each character and its log-probability, one a line")
+
+    score = command("score", help="a text's log-likelihood under one or more models, best first")
+    score.add_argument("models", nargs="+", metavar="MODEL", help="model name, or NAME:VERSION")
+    score.add_argument("file", help="a UTF-8 text file ('-': standard input)")
+    score.add_argument("--per-character", action="store_true",
+                       help="also print each character's log-probability (one model only)")
 
     command("models", help="list models")
     command("corpora", help="list built-in and uploaded corpora")
@@ -163,17 +179,44 @@ def cmd_cancel(client: Client, args) -> int:
 
 def cmd_generate(client: Client, args) -> int:
     stream = client.generate(args.model, prompt=args.prompt, length=args.length, temperature=args.temperature,
-                             seed=args.seed, version=args.version)
-    for text in stream:
-        sys.stdout.write(text)
+                             seed=args.seed, version=args.version, top_k=args.top_k, top_p=args.top_p,
+                             stop=args.stop, logprobs=args.logprobs)
+    text = []
+    for chunk in stream:
+        text.append(chunk)
+        sys.stdout.write(chunk)
         sys.stdout.flush()
     sys.stdout.write("\n")
-    if stream.end is None or stream.end.reason != pb.STOP_REASON_LENGTH:
+    if args.logprobs:
+        sys.stdout.write("\n" + "".join(f"{char!r}\t{logprob:.4f}\n" for char, logprob in zip("".join(text), stream.logprobs)))
+    if stream.end is None or stream.end.reason not in (pb.STOP_REASON_LENGTH, pb.STOP_REASON_STOP):
         produced = stream.end.characters if stream.end is not None else "an unknown number of"
         why = "it is shutting down" if stream.end is not None and stream.end.reason == pb.STOP_REASON_SHUTDOWN \
             else "the stream ended early"
         print(f"error: the server stopped after {produced} characters: {why}", file=sys.stderr)
         return EXIT_FAILED
+    return 0
+
+
+def cmd_score(client: Client, args) -> int:
+    if args.per_character and len(args.models) > 1:
+        raise UsageError("--per-character takes one model")
+    try:
+        text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{args.file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    scores = []
+    for spec in args.models:
+        name, _, version = spec.partition(":")
+        if version and not version.isdigit():
+            raise UsageError(f"a model is NAME or NAME:VERSION, got {spec!r}")
+        scores.append(client.score(name, text, version=int(version or 0), per_character=args.per_character))
+    if args.per_character:
+        for char, logprob in zip(text[1:], scores[0].logprobs):
+            print(f"{char!r}\t{logprob:.6f}")
+    rows = [(s.model, s.version, s.characters, f"{s.log_likelihood:.1f}", f"{s.bits_per_char:.3f}")
+            for s in sorted(scores, key=lambda s: s.bits_per_char)]
+    _table(("MODEL", "VERSION", "CHARACTERS", "LOG-LIKELIHOOD(NATS)", "BITS/CHAR"), rows)
     return 0
 
 
@@ -211,7 +254,7 @@ def cmd_delete(client: Client, args) -> int:
 
 
 COMMANDS = {"submit-train": cmd_submit_train, "watch": cmd_watch, "jobs": cmd_jobs, "cancel": cmd_cancel,
-            "generate": cmd_generate, "models": cmd_models, "corpora": cmd_corpora, "upload": cmd_upload,
+            "generate": cmd_generate, "score": cmd_score, "models": cmd_models, "corpora": cmd_corpora, "upload": cmd_upload,
             "delete": cmd_delete}
 
 

@@ -4,24 +4,27 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server import training_service
+from server import metrics, training_service
 from server.auth import TokenAuth, read_tokens
 from server.config import Settings
 from server.engine import Engine
 from server.service import TextGenServicer
 from server.store import ModelStore
+from textgen import metrics as shared_metrics
 from textgen.v1 import textgen_pb2, textgen_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 TEXTGEN_SERVICE = textgen_pb2.DESCRIPTOR.services_by_name["TextGen"].full_name
 TRAINING_SERVICE = textgen_pb2.DESCRIPTOR.services_by_name["Training"].full_name
+GENERATE_METHOD = f"/{TEXTGEN_SERVICE}/Generate"
 # Streams wait on their queues, not on the CPU: give every allowed stream a thread, plus some for
 # the unary calls.
 SPARE_THREADS = 64  # threads beyond max_streams, for WatchJob, uploads and unary calls
@@ -38,7 +41,9 @@ class TextGenServer:
         self.settings = settings
         self.store = ModelStore(settings.models_dir, settings.reload_seconds)
         self.engine = Engine(settings.max_streams, settings.max_length, settings.max_prompt)
-        interceptors = [TokenAuth(read_tokens(settings.tokens_file))] if settings.tokens_file else []
+        interceptors = [RequestMetrics()]  # first: it sees every call's final status, refusals included
+        if settings.tokens_file:
+            interceptors.append(TokenAuth(read_tokens(settings.tokens_file)))
         interceptors.append(MalformedRequests())
         # Every open call holds a thread (streams wait on their queue, WatchJob on Redis). Past the
         # pool's size a call is refused with RESOURCE_EXHAUSTED at once rather than queued unseen.
@@ -49,7 +54,8 @@ class TextGenServer:
             maximum_concurrent_rpcs=threads,
             options=[("grpc.max_receive_message_length", settings.max_message_bytes)],
         )
-        textgen_pb2_grpc.add_TextGenServicer_to_server(TextGenServicer(self.store, self.engine), self.grpc_server)
+        textgen_pb2_grpc.add_TextGenServicer_to_server(
+            TextGenServicer(self.store, self.engine, settings.max_score_chars), self.grpc_server)
         self.training = training_service.register(self.grpc_server, settings, self.store)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
@@ -60,6 +66,7 @@ class TextGenServer:
         )
         self.services = served
         self.port = self._listen(settings)
+        self.metrics_endpoint: shared_metrics.Endpoint | None = None  # serving once started
 
     def _listen(self, settings: Settings) -> int:
         try:
@@ -82,6 +89,8 @@ class TextGenServer:
         self.grpc_server.start()
         for service in ["", *self.services]:
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self.metrics_endpoint = shared_metrics.serve(
+            metrics.registry_for(self.engine, self.store), self.settings.metrics_addr, "server")
         return self
 
     def stop(self, grace: float | None = None) -> None:
@@ -97,6 +106,62 @@ class TextGenServer:
         if callable(close_training):
             close_training()
         self.store.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
+
+
+class RequestMetrics(grpc.ServerInterceptor):
+    """Counts every call by method and final status code, and measures Generate's streams
+    (server.metrics). A stream the client abandons counts as CANCELLED."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+
+        def unary(behavior):
+            def call(request, context):
+                code = grpc.StatusCode.UNKNOWN
+                try:
+                    reply = behavior(request, context)
+                    code = grpc.StatusCode.OK
+                    return reply
+                finally:
+                    metrics.observe_call(method, context.code() or code)
+            return call
+
+        def streaming(behavior):
+            def call(request, context):
+                code, began = grpc.StatusCode.CANCELLED, time.perf_counter()
+                try:
+                    responses = behavior(request, context)
+                    if method == GENERATE_METHOD:
+                        responses = metrics.observe_generate(responses, began)
+                    yield from responses
+                    code = grpc.StatusCode.OK if context.is_active() else grpc.StatusCode.CANCELLED
+                except Exception:
+                    code = grpc.StatusCode.UNKNOWN
+                    raise
+                finally:  # GeneratorExit (the client went away) leaves CANCELLED
+                    metrics.observe_call(method, context.code() or code)
+            return call
+
+        wrap, behavior = _behavior(handler)
+        wrapped = (streaming if handler.response_streaming else unary)(behavior)
+        return wrap(wrapped, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+
+
+def _behavior(handler: grpc.RpcMethodHandler):
+    """``(the rpc_method_handler function that makes a handler of this kind, its behavior)``."""
+    kinds = {
+        (False, False): (grpc.unary_unary_rpc_method_handler, handler.unary_unary),
+        (False, True): (grpc.unary_stream_rpc_method_handler, handler.unary_stream),
+        (True, False): (grpc.stream_unary_rpc_method_handler, handler.stream_unary),
+        (True, True): (grpc.stream_stream_rpc_method_handler, handler.stream_stream),
+    }
+    return kinds[(handler.request_streaming, handler.response_streaming)]
 
 
 class MalformedRequests(grpc.ServerInterceptor):
@@ -123,13 +188,7 @@ class MalformedRequests(grpc.ServerInterceptor):
             def wrap(behavior):
                 return lambda request, context: behavior(parsed(request, context), context)
 
-        kinds = {
-            (False, False): (grpc.unary_unary_rpc_method_handler, handler.unary_unary),
-            (False, True): (grpc.unary_stream_rpc_method_handler, handler.unary_stream),
-            (True, False): (grpc.stream_unary_rpc_method_handler, handler.stream_unary),
-            (True, True): (grpc.stream_stream_rpc_method_handler, handler.stream_stream),
-        }
-        make, behavior = kinds[(handler.request_streaming, handler.response_streaming)]
+        make, behavior = _behavior(handler)
         return make(wrap(behavior), request_deserializer=None, response_serializer=handler.response_serializer)
 
 

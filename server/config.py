@@ -7,6 +7,8 @@
 | TEXTGEN_MAX_LENGTH         | 10000            | most characters one Generate call may ask for            |
 | TEXTGEN_MAX_STREAMS        | 256              | most concurrent Generate streams                         |
 | TEXTGEN_MAX_PROMPT         | 10000            | most characters in a prompt                              |
+| TEXTGEN_MAX_SCORE_CHARS    | 100000           | most characters one Score call may score                 |
+| TEXTGEN_METRICS_ADDR       | 127.0.0.1:9450   | /metrics (Prometheus); empty: none (textgen/metrics.py)  |
 | TEXTGEN_MAX_MESSAGE_BYTES  | 4194304          | largest request message the server accepts               |
 | TEXTGEN_MAX_UPLOAD_BYTES   | 52428800         | largest corpus UploadCorpus accepts                      |
 | TEXTGEN_RELOAD_SECONDS     | 2                | how often the model store rescans models/                |
@@ -24,6 +26,7 @@ import os
 from pathlib import Path
 
 from textgen import config as shared_config
+from textgen import metrics as shared_metrics
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 
@@ -39,6 +42,7 @@ class Settings:
     max_length: int = 10_000
     max_streams: int = 256
     max_prompt: int = 10_000
+    max_score_chars: int = 100_000
     max_message_bytes: int = 4 * 1024 * 1024
     max_upload_bytes: int = 50 * 1024 * 1024
     reload_seconds: float = 2.0
@@ -47,6 +51,7 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     redis_url: str = shared_config.DEFAULT_REDIS_URL  # for the Training service's job queue
+    metrics_addr: tuple[str, int] | None = shared_metrics.parse_addr(shared_metrics.SERVER_DEFAULT)  # None: off
 
     @property
     def models_dir(self) -> Path:
@@ -59,12 +64,17 @@ class Settings:
         cert, key = _path(env, "TEXTGEN_TLS_CERT"), _path(env, "TEXTGEN_TLS_KEY")
         if (cert is None) != (key is None):
             raise SettingsError("TLS needs both TEXTGEN_TLS_CERT and TEXTGEN_TLS_KEY (PEM files); only one is set")
+        try:
+            metrics_addr = shared_metrics.addr_from_env(env, shared_metrics.SERVER_DEFAULT)
+        except shared_metrics.MetricsAddrError as exc:
+            raise SettingsError(str(exc)) from None
         return cls(
             addr=env.get("TEXTGEN_ADDR", DEFAULT_ADDR),
             data_dir=shared_config.data_dir(),
             max_length=_int(env, "TEXTGEN_MAX_LENGTH", cls.max_length),
             max_streams=_int(env, "TEXTGEN_MAX_STREAMS", cls.max_streams),
             max_prompt=_int(env, "TEXTGEN_MAX_PROMPT", cls.max_prompt),
+            max_score_chars=_int(env, "TEXTGEN_MAX_SCORE_CHARS", cls.max_score_chars),
             max_message_bytes=_int(env, "TEXTGEN_MAX_MESSAGE_BYTES", cls.max_message_bytes),
             max_upload_bytes=_int(env, "TEXTGEN_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             reload_seconds=_seconds(env, "TEXTGEN_RELOAD_SECONDS", cls.reload_seconds),
@@ -73,6 +83,7 @@ class Settings:
             tls_cert=cert,
             tls_key=key,
             redis_url=shared_config.redis_url(),
+            metrics_addr=metrics_addr,
         )
 
 

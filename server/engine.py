@@ -4,11 +4,25 @@ Plain Python, no gRPC (the service adapts it). Every model version with active s
 batch and one thread that loops:
 
 1. admit the streams that joined since the last step: ``start`` them as one batch, run a short first
-   ``advance`` (FIRST_CHUNK characters, so their first text comes soon), then concatenate their state
-   rows to the batch;
-2. drop the rows of streams that ended (finished, cancelled) by gathering the rest;
-3. ``advance`` every stream CHUNK characters at once, each with its own temperature and its own next
-   uniforms, and hand each stream its chunk of text.
+   ``advance`` (``first_chunk`` characters) and hand them that text at once, then put their state
+   rows into the batch;
+2. free the rows of streams that ended (finished, cancelled);
+3. ``advance`` every row ``k`` characters at once, each stream with its own temperature and its own
+   next uniforms, and hand the text on.
+
+A joining stream waits for the step in progress to end, so steps are sized by time: ``k`` is the
+largest of 1, 2, 4, 8, 16 characters whose step is expected to take at most ``step_budget`` seconds
+at the batch's size (measured as it runs). Text still reaches each stream in chunks of about
+``chunk`` characters (or every ``FLUSH_SECONDS``), so short steps do not mean more, smaller messages.
+
+The bundle's ``advance`` is also compiled with XLA (``jit_compile``: the same function, fused; about
+1.3x the characters per second at 64 streams and more). XLA compiles one program per input shape,
+so the batch keeps its rows in a few fixed sizes (``row_capacity``; ended streams leave free rows
+until the batch fits a smaller size), and shapes are compiled on a background thread: until a shape
+is ready the step runs the bundle's own graph function, which computes the same thing.
+
+``Engine.fixed_steps()`` is the engine as it was before (16-character steps, rows packed exactly, no
+XLA): the benchmark's baseline.
 
 The state tensors (``state``, ``phase``, ``probs``) are opaque here: rows are joined, gathered and
 passed back to ``advance``. The sampling rule lives in the bundle (``advance`` samples with it), and a
@@ -22,22 +36,31 @@ import math
 import queue
 import secrets
 import threading
+import time
+import weakref
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
-from server.errors import BadRequest, DecodeFailed, ShuttingDown, TooManyStreams, shown
+from server import metrics
+from server.errors import BadRequest, DecodeFailed, RequestError, ShuttingDown, TooManyStreams, shown
 from server.store import ServedModel
 from textgen.charset import describe_chars
 from textgen.sampling import Uniforms
 
 log = logging.getLogger(__name__)
 
-CHUNK = 16  # characters per step for running streams: amortises the per-call cost of advance
-FIRST_CHUNK = 4  # a joining stream's first step, to cut its time to first text
+CHUNK = 16  # characters per message to a stream; also the step of fixed_steps() (today's engine)
+FIRST_CHUNK = 2  # a joining stream's first step, to cut its time to first text
+STEP_BUDGET = 0.02  # seconds a step may take, so a joining stream waits at most about that long
+STEP_SIZES = (1, 2, 4, 8, 16)  # characters per step: few sizes, so XLA compiles few programs
+FLUSH_SECONDS = 0.05  # hand a stream what it has after this long, even when less than CHUNK
 MAX_SEED = 2**64 - 1
+MAX_STOPS, MAX_STOP_CHARS = 4, 64
 
 LENGTH = "length"  # produced every character asked for
+STOP = "stop"  # generated one of the request's stop strings (not delivered)
 SHUTDOWN = "shutdown"  # the engine was shut down first
 CANCELLED = "cancelled"  # the consumer gave up (client cancelled, deadline passed)
 FAILED = "failed"  # the model raised while decoding
@@ -45,28 +68,63 @@ FAILED = "failed"  # the model raised while decoding
 _END = object()  # closes a stream's queue
 
 
-class Stream:
-    """One generation. Iterate it for the text, in chunks; afterwards ``stop_reason`` and
-    ``produced`` say how it ended. ``cancel()`` (from any thread) ends it and frees its slot."""
+def row_capacity(rows: int) -> int:
+    """The batch size the state is kept at for ``rows`` streams: a multiple of 8 up to 64, of 16 up to
+    256, then of 64 (so XLA compiles a few dozen programs at most, and padding wastes little)."""
+    if rows <= 4:
+        return max(1, 1 << (rows - 1).bit_length())
+    step = 8 if rows <= 64 else 16 if rows <= 256 else 64
+    return -(-rows // step) * step
 
-    def __init__(self, engine: "Engine", model: ServedModel, prompt: str, prompt_ids: np.ndarray,
-                 length: int, temperature: float, seed: int):
+
+class Chunk(NamedTuple):
+    """The next text of a stream, and the natural-log probability under the model of each of its
+    characters (empty unless the request asked for them)."""
+
+    text: str
+    logprobs: tuple = ()
+
+
+class Stream:
+    """One generation. Iterate it for the text (or ``chunks()`` for text and log-probabilities);
+    afterwards ``stop_reason`` and ``produced`` say how it ended. ``cancel()`` (from any thread) ends
+    it and frees its slot."""
+
+    def __init__(self, engine: "Engine", model: ServedModel, prompt: str, prompt_ids: np.ndarray, length: int,
+                 temperature: float, seed: int, top_k: int = 0, top_p: float = 1.0, stop: tuple = (),
+                 logprobs: bool = False):
         self.model = model
         self.prompt = prompt  # as used: the request's, or the seed slice chosen for an empty one
         self.length = length
         self.temperature = temperature
         self.seed = seed
-        self.produced = 0
+        self.top_k = top_k
+        self.top_p = top_p
+        self.stop = stop
+        self.logprobs = logprobs
+        self.generated = 0  # characters sampled
+        self.produced = 0  # characters handed to the consumer
         self.stop_reason: str | None = None
         self._engine = engine
         self._window = prompt_ids  # int32 [<= sample_len]: the part of the prompt the model sees
         self._uniforms = Uniforms(seed)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._ids: list[np.ndarray] = []  # sampled, not yet decoded
+        self._logprobs: list[np.ndarray] = []
+        self._held = ""  # decoded, not yet delivered: may be the start of a stop string
+        self._held_logprobs: list[float] = []
+        self._flushed_at = None  # when text was last handed on (None: never)
 
     def __iter__(self):
         """Text chunks until the stream ends; chunks that piled up are joined into one.
 
         Raises DecodeFailed when the model failed."""
+        for chunk in self.chunks():
+            yield chunk.text
+
+    def chunks(self):
+        """``Chunk``s (text and log-probabilities) until the stream ends; those that piled up are
+        joined into one. Raises DecodeFailed when the model failed."""
         while True:
             parts, item = [], self._queue.get()
             while item is not _END:
@@ -76,7 +134,7 @@ class Stream:
                 except queue.Empty:
                     break
             if parts:
-                yield "".join(parts)
+                yield Chunk("".join(p.text for p in parts), tuple(lp for p in parts for lp in p.logprobs))
             if item is _END:
                 if self.stop_reason == FAILED:
                     raise DecodeFailed(
@@ -91,39 +149,102 @@ class Stream:
 
     @property
     def remaining(self) -> int:
-        return self.length - self.produced
+        return self.length - self.generated
 
-    def _deliver(self, text: str) -> None:
-        self.produced += len(text)
-        self._queue.put(text)
+    # -- called by the decode thread ----------------------------------------------------------------
+    def _add(self, ids: np.ndarray, logprobs: np.ndarray | None) -> None:
+        """Take the next sampled ids (and their log-probabilities); hand text on when it is due."""
+        self.generated += len(ids)
+        self._ids.append(ids)
+        if logprobs is not None and self.logprobs:
+            self._logprobs.append(logprobs)
+        now = time.monotonic()
+        pending = sum(len(part) for part in self._ids) + len(self._held)
+        if (self.remaining == 0 or self._flushed_at is None or pending >= self._engine.chunk
+                or now - self._flushed_at >= FLUSH_SECONDS or self.stop):
+            self._flush(now)
+
+    def _flush(self, now: float) -> None:
+        text = self._held + self.model.decode(np.concatenate(self._ids))
+        logprobs = self._held_logprobs + [float(x) for part in self._logprobs for x in part]
+        self._ids, self._logprobs = [], []
+        stopped = self._find_stop(text)
+        if stopped is not None:
+            text, logprobs, keep = text[:stopped], logprobs[:stopped], 0
+        elif self.remaining == 0 or not self.stop:
+            keep = 0
+        else:  # the tail may be the start of a stop string that the next characters complete
+            keep = min(len(text), max(map(len, self.stop)) - 1)
+        cut = len(text) - keep
+        self._held, self._held_logprobs = text[cut:], logprobs[cut:] if self.logprobs else []
+        if cut:
+            self.produced += cut
+            self._flushed_at = now
+            self._queue.put(Chunk(text[:cut], tuple(logprobs[:cut])))
+        if stopped is not None:
+            self._engine._end(self, STOP)
+        elif self.remaining == 0:
+            self._engine._end(self, LENGTH)
+
+    def _find_stop(self, text: str) -> int | None:
+        """Where the first stop string starts in ``text`` (None: none does)."""
+        found = [i for i in (text.find(s) for s in self.stop) if i >= 0]
+        return min(found) if found else None
 
 
 class Engine:
-    """Runs every stream submitted to it; ``submit`` is safe from any thread."""
+    """Runs every stream submitted to it; ``submit`` is safe from any thread.
+
+    ``step_budget``: seconds a step should take (None: always ``chunk`` characters per step, as
+    ``fixed_steps()``); ``xla``: compile the bundle's ``advance`` with XLA.
+    """
 
     def __init__(self, max_streams: int = 256, max_length: int = 10_000, max_prompt: int = 10_000,
-                 chunk: int = CHUNK, first_chunk: int = FIRST_CHUNK):
+                 chunk: int = CHUNK, first_chunk: int = FIRST_CHUNK, step_budget: float | None = STEP_BUDGET,
+                 xla: bool = True):
         self.max_streams = max_streams
         self.max_length = max_length
         self.max_prompt = max_prompt
         self.chunk = chunk
         self.first_chunk = first_chunk
+        self.step_budget = step_budget
+        self.xla = xla
         self._lock = threading.Condition()
         self._streams: set[Stream] = set()  # streams holding a slot: not yet ended
         self._held = 0  # streams submitted and not yet dropped from a batch
         self._batches: dict[ServedModel, _Batch] = {}
+        self._functions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # ServedModel -> _Functions
+        self._compiler: _Compiler | None = None
         self._closing = False  # no new streams
         self._stopping = False  # end every stream at the next step
 
+    @classmethod
+    def fixed_steps(cls, *args, **kwargs) -> "Engine":
+        """The engine before time-sized steps and XLA: every step 16 characters (a joining stream's
+        first 4), rows packed exactly, the bundle's graph functions. The benchmark's baseline."""
+        return cls(*args, **{"chunk": CHUNK, "first_chunk": 4, "step_budget": None, "xla": False, **kwargs})
+
     def submit(self, model: ServedModel, prompt: str, length: int, temperature: float,
-               seed: int | None = None) -> Stream:
+               seed: int | None = None, *, top_k: int = 0, top_p: float = 1.0, stop=(),
+               logprobs: bool = False) -> Stream:
         """Start generating ``length`` characters after ``prompt`` (empty: one of the model's seed
         slices, picked by the seed) at ``temperature`` (0: greedy) from ``seed`` (None: a random one,
-        reported as ``stream.seed``).
+        reported as ``stream.seed``). ``top_k`` (0: off) and ``top_p`` (1: off) narrow each draw to
+        the most likely characters after temperature; the stream ends before the first of the
+        ``stop`` strings it generates; ``logprobs``: each chunk carries its characters' log-probabilities.
 
-        Raises BadRequest (a value out of range), TooManyStreams or ShuttingDown.
+        Raises BadRequest (a value out of range), Unsupported (a control the model's bundle cannot do),
+        TooManyStreams or ShuttingDown.
         """
-        self._check(model, prompt, length, temperature, seed)
+        stop = tuple(stop)
+        self._check(model, prompt, length, temperature, seed, top_k, top_p, stop)
+        if (top_k or top_p < 1.0 or logprobs) and not model.controls:
+            asked = [name for name, on in (("top_k", top_k), ("top_p", top_p < 1.0), ("logprobs", logprobs)) if on]
+            raise Unsupported(
+                f"model {model.name!r} version {model.version} was exported before {', '.join(asked)} existed "
+                "and cannot do it; it serves temperature, seed and stop only. Retrain or continue training it "
+                "to get a version that can"
+            )
         if seed is None:
             seed = secrets.randbits(63)
         if not prompt:
@@ -139,12 +260,13 @@ class Engine:
                     f"the server is running {len(self._streams)} streams, its limit of concurrent streams "
                     f"is {self.max_streams}; retry when one has finished"
                 )
-            stream = Stream(self, model, prompt, window, int(length), float(temperature), int(seed))
+            stream = Stream(self, model, prompt, window, int(length), float(temperature), int(seed),
+                            int(top_k), float(top_p), stop, bool(logprobs))
             self._streams.add(stream)
             self._held += 1
             batch = self._batches.get(model)
             if batch is None:
-                batch = self._batches[model] = _Batch(self, model)
+                batch = self._batches[model] = _Batch(self, model, self._functions_of(model))
                 batch.thread.start()
             batch.pending.append(stream)
             self._lock.notify_all()
@@ -164,17 +286,32 @@ class Engine:
             self._stopping = True
             self._lock.notify_all()
             threads = [batch.thread for batch in self._batches.values()]
+            compiler = self._compiler
         for thread in threads:
             thread.join(timeout=5.0)
+        if compiler is not None:
+            compiler.close()
 
     # -- internals --------------------------------------------------------------------------------
-    def _check(self, model: ServedModel, prompt: str, length: int, temperature: float, seed) -> None:
+    def _check(self, model: ServedModel, prompt: str, length: int, temperature: float, seed,
+               top_k: int, top_p: float, stop: tuple) -> None:
         if not 1 <= length <= self.max_length:
             raise BadRequest(f"length must be between 1 and {self.max_length} characters, got {length}")
         if not (math.isfinite(temperature) and temperature >= 0):
             raise BadRequest(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
         if seed is not None and not 0 <= seed <= MAX_SEED:
             raise BadRequest(f"seed must be between 0 and 2**64 - 1, got {seed}")
+        if not 0 <= top_k <= len(model.charset):
+            raise BadRequest(f"top_k must be between 0 (off) and the model's {len(model.charset)} characters, "
+                             f"got {top_k}")
+        if not (math.isfinite(top_p) and 0 < top_p <= 1):
+            raise BadRequest(f"top_p must be a number in (0, 1] (1 = off), got {top_p:.7g}")
+        if len(stop) > MAX_STOPS:
+            raise BadRequest(f"at most {MAX_STOPS} stop strings are allowed, got {len(stop)}")
+        for text in stop:
+            if not 1 <= len(text) <= MAX_STOP_CHARS:
+                raise BadRequest(f"a stop string must have 1 to {MAX_STOP_CHARS} characters, got {shown(text)} "
+                                 f"({len(text)} characters)")
         if len(prompt) > self.max_prompt:
             raise BadRequest(
                 f"the prompt has {len(prompt)} characters, at most {self.max_prompt} are allowed "
@@ -187,6 +324,15 @@ class Engine:
                 f"{describe_chars(missing)}; its characters are {shown(model.charset.chars, 200)}"
             )
 
+    def _functions_of(self, model: ServedModel) -> "_Functions":
+        """The decode functions of ``model``, kept while it is loaded (XLA programs survive a batch)."""
+        functions = self._functions.get(model)
+        if functions is None:
+            if self.xla and self._compiler is None:
+                self._compiler = _Compiler()
+            functions = self._functions[model] = _Functions(model, self._compiler if self.xla else None)
+        return functions
+
     def _end(self, stream: Stream, reason: str) -> None:
         """Mark ``stream`` ended (first reason wins), free its slot and close its queue."""
         with self._lock:
@@ -198,18 +344,96 @@ class Engine:
         stream._queue.put(_END)
 
 
-class _Batch:
-    """The active streams of one model version, their decode state, and the thread that steps them."""
+class Unsupported(RequestError):
+    """A control the model's bundle cannot do (gRPC FAILED_PRECONDITION): it was exported before it."""
 
-    def __init__(self, engine: Engine, model: ServedModel):
+
+class _Compiler:
+    """One background thread that compiles XLA programs, so no step waits for a compile."""
+
+    def __init__(self):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="xla-compile", daemon=True)
+        self._thread.start()
+
+    def submit(self, job) -> None:
+        self._jobs.put(job)
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job()
+            except Exception:  # the graph function keeps serving that shape
+                log.exception("compiling a decode step with XLA failed")
+
+
+class _Functions:
+    """A model's ``start`` and ``advance``, the latter also compiled with XLA for the shapes that recur.
+
+    ``advance`` runs the XLA program when the shape ``[rows, k]`` has one. Otherwise it runs the
+    bundle's graph function, and once a shape has been stepped HOT_STEPS times its program is compiled
+    in the background (a compile costs about a second of CPU: only for shapes worth it).
+    """
+
+    HOT_STEPS = 16
+
+    def __init__(self, model: ServedModel, compiler: _Compiler | None):
+        self.model = model
+        self.controls = model.controls
+        self._graph = model.functions.advance
+        self._compiler = compiler
+        self._compiled: set[tuple[int, int]] = set()
+        self._steps: dict[tuple[int, int], int] = {}  # steps run by the graph function, by shape
+        if compiler is not None:
+            graph = self._graph
+            self._xla = tf.function(lambda **inputs: graph(**inputs), jit_compile=True, reduce_retracing=True)
+
+    def start(self, prompt: np.ndarray, lengths: np.ndarray) -> dict:
+        return dict(self.model.functions.start(prompt=tf.constant(prompt), lengths=tf.constant(lengths)))
+
+    def advance(self, inputs: dict, compiled: bool = True) -> dict:
+        """The bundle's ``advance`` on ``inputs``; ``compiled``: XLA may run it (or be compiled for it)."""
+        shape = tuple(inputs["uniforms"].shape)
+        if shape in self._compiled:
+            return dict(self._xla(**inputs))
+        if compiled and self._compiler is not None:
+            steps = self._steps[shape] = self._steps.get(shape, 0) + 1
+            if steps == self.HOT_STEPS:
+                self._compiler.submit(lambda: self._compile(inputs))
+        return dict(self._graph(**inputs))
+
+    def _compile(self, inputs: dict) -> None:
+        self._xla(**inputs)  # the first call with a shape compiles it
+        self._compiled.add(tuple(inputs["uniforms"].shape))
+
+
+class _Batch:
+    """The active streams of one model version, their decode state, and the thread that steps them.
+
+    Row ``i`` of every state tensor belongs to ``rows[i]``; a None row is free (its results are
+    ignored). With XLA the number of rows is ``row_capacity`` of the streams, else exactly their number.
+    """
+
+    def __init__(self, engine: Engine, model: ServedModel, functions: _Functions):
         self.engine = engine
         self.model = model
+        self.functions = functions
         self.pending: list[Stream] = []  # joined since the last step; guarded by engine._lock
         self.joining: list[Stream] = []  # being admitted in this step
-        self.streams: list[Stream] = []  # one per state row, in row order
-        self.state: dict[str, tf.Tensor] | None = None  # the model's state tensors, [batch, ...] each
-        self.temperatures = np.zeros([0], np.float32)
+        self.rows: list[Stream | None] = []  # one per state row
+        self.state: dict[str, tf.Tensor] | None = None  # the model's state tensors, [rows, ...] each
+        self.per_char: dict[int, float] = {}  # seconds per character of a step, by number of rows
         self.thread = threading.Thread(target=self._run, name=f"decode-{model.name}-{model.version}", daemon=True)
+
+    @property
+    def streams(self) -> list[Stream]:
+        return [s for s in self.rows if s is not None]
+
+    def _capacity(self, rows: int) -> int:
+        return row_capacity(rows) if self.engine.xla else rows
 
     def _run(self) -> None:
         try:
@@ -222,7 +446,7 @@ class _Batch:
                 if engine._batches.get(self.model) is self:
                     del engine._batches[self.model]  # a later stream starts a fresh batch
                 doomed = self.streams + self.joining + self.pending
-                self.streams, self.joining, self.pending = [], [], []
+                self.rows, self.joining, self.pending = [], [], []
             for stream in doomed:
                 engine._end(stream, FAILED)
             self._forget(len(doomed))
@@ -241,63 +465,100 @@ class _Batch:
             self._admit(self.joining)
         self._drop_ended()
         if self.streams:
-            self.state = self._advance(self.streams, self.state, self.temperatures, engine.chunk)
+            self.state = self._advance(self.rows, self.state, self._step_size())
             return True
         return not self._retire()
 
+    def _step_size(self) -> int:
+        """Characters for the next step: ``chunk`` with fixed steps, else the largest step size
+        expected to fit the time budget at this many rows (1 until that is measured)."""
+        longest = max(s.remaining for s in self.streams)
+        if self.engine.step_budget is None:
+            return min(self.engine.chunk, longest)
+        per_char = self.per_char.get(len(self.rows))
+        k = max((k for k in STEP_SIZES if per_char is not None and k * per_char <= self.engine.step_budget),
+                default=1)
+        if longest < k:  # the smallest step size that finishes every stream: few shapes for XLA
+            k = next(size for size in STEP_SIZES if size >= longest)
+        return k
+
     def _admit(self, joiners: list[Stream]) -> None:
-        fn, sample_len = self.model.functions, self.model.sample_len
+        sample_len = self.model.sample_len
         prompt = np.zeros([len(joiners), sample_len], np.int32)
         for row, stream in zip(prompt, joiners):
             row[sample_len - len(stream._window):] = stream._window  # right-aligned, as start wants
         lengths = np.array([len(s._window) for s in joiners], np.int32)
-        state = fn.start(prompt=tf.constant(prompt), lengths=tf.constant(lengths))
-        temperatures = np.array([s.temperature for s in joiners], np.float32)
-        state = self._advance(joiners, state, temperatures, self.engine.first_chunk)
-        if self.state is None:
-            self.state = state
-        else:
-            self.state = {key: tf.concat([self.state[key], state[key]], axis=0) for key in self.state}
-        self.temperatures = np.concatenate([self.temperatures, temperatures])
+        state = self.functions.start(prompt, lengths)
+        first = min(self.engine.first_chunk, max(s.remaining for s in joiners))
+        state = self._advance(joiners, state, first, compiled=False)  # small and varied shapes: no XLA
+        running = [i for i, s in enumerate(self.rows) if s is not None]
+        order = running + [len(self.rows) + i for i in range(len(joiners))]
+        capacity = self._gather(order, state)
         with self.engine._lock:
-            self.streams, self.joining = self.streams + joiners, []
+            self.rows, self.joining = [self.rows[i] for i in running] + joiners, []
+            self.rows += [None] * (capacity - len(self.rows))
 
-    def _advance(self, streams: list[Stream], state: dict, temperatures: np.ndarray, chunk: int) -> dict:
-        """Sample and feed up to ``chunk`` characters for every row of ``state``; deliver them.
+    def _advance(self, rows: list[Stream | None], state: dict, k: int, compiled: bool = True) -> dict:
+        """Sample and feed ``k`` characters for every row of ``state``; hand each stream its share.
 
         Each stream uses exactly as many uniforms as characters it still needs; the ids past that
-        (when the step is longer than what it has left) are discarded.
+        (when the step is longer than what it has left) are discarded, as are free rows' ids.
         """
-        k = min(chunk, max(s.remaining for s in streams))
-        uniforms = np.zeros([len(streams), k], np.float32)
-        takes = [min(k, s.remaining) for s in streams]
-        for row, stream, n in zip(uniforms, streams, takes):
-            row[:n] = stream._uniforms.take(n)
-        out = dict(self.model.functions.advance(
-            **state, temperature=tf.constant(temperatures), uniforms=tf.constant(uniforms)))
+        count = len(rows)
+        uniforms = np.zeros([count, k], np.float32)
+        temperature = np.zeros([count], np.float32)
+        top_k = np.zeros([count], np.int32)
+        top_p = np.ones([count], np.float32)
+        takes = [0] * count
+        for i, stream in enumerate(rows):
+            if stream is not None and stream.stop_reason is None:
+                takes[i] = n = min(k, stream.remaining)
+                uniforms[i, :n] = stream._uniforms.take(n)
+                temperature[i], top_k[i], top_p[i] = stream.temperature, stream.top_k, stream.top_p
+        inputs = dict(state, temperature=tf.constant(temperature), uniforms=tf.constant(uniforms))
+        if self.functions.controls:
+            inputs.update(top_k=tf.constant(top_k), top_p=tf.constant(top_p))
+        began = time.perf_counter()
+        with metrics.decode_step(sum(1 for stream in rows if stream is not None)):
+            out = self.functions.advance(inputs, compiled)
         ids = out.pop("ids").numpy()
-        for stream, row, n in zip(streams, ids, takes):
-            if stream.stop_reason is None:
-                stream._deliver(self.model.decode(row[:n]))
-                if stream.remaining == 0:
-                    self.engine._end(stream, LENGTH)
+        logprobs = out.pop("logprobs").numpy() if "logprobs" in out else None
+        seconds = (time.perf_counter() - began) / k
+        previous = self.per_char.get(count, seconds)
+        self.per_char[count] = 0.7 * previous + 0.3 * seconds  # smoothed: one slow step is noise
+        for i, stream in enumerate(rows):
+            if takes[i] and stream.stop_reason is None:
+                stream._add(ids[i, :takes[i]], None if logprobs is None else logprobs[i, :takes[i]])
         return out
 
-    def _drop_ended(self) -> None:
-        """Gather the state rows of the streams still running."""
-        ended = [s.stop_reason is not None for s in self.streams]  # once: streams end concurrently
-        if not any(ended):
-            return
-        keep = [i for i, gone in enumerate(ended) if not gone]
-        if keep:
-            rows = tf.constant(keep, tf.int32)
-            self.state = {key: tf.gather(value, rows) for key, value in self.state.items()}
-        else:
+    def _gather(self, order: list[int], joined: dict | None = None) -> int:
+        """Rebuild the state from rows ``order`` of the current state followed by ``joined``'s rows,
+        padded with copies of a row (free rows) up to the capacity. Returns the number of rows."""
+        if not order:
             self.state = None
-        self.temperatures = self.temperatures[keep]
+            return 0
+        parts = ([self.state] if self.state is not None else []) + ([joined] if joined is not None else [])
+        order = order + [order[0]] * (self._capacity(len(order)) - len(order))
+        index = tf.constant(order, tf.int32)
+        self.state = {key: tf.gather(tf.concat([part[key] for part in parts], axis=0) if len(parts) > 1
+                                     else parts[0][key], index) for key in parts[0]}
+        return len(order)
+
+    def _drop_ended(self) -> None:
+        """Free the rows of ended streams; pack the state when it fits fewer rows."""
+        ended = [i for i, s in enumerate(self.rows) if s is not None and s.stop_reason is not None]
+        if not ended:
+            return
         with self.engine._lock:
-            self.streams = [self.streams[i] for i in keep]
-            self.engine._held -= len(ended) - len(keep)
+            for i in ended:
+                self.rows[i] = None
+            self.engine._held -= len(ended)
+        running = [i for i, s in enumerate(self.rows) if s is not None]
+        if self._capacity(len(running)) < len(self.rows):
+            capacity = self._gather(running)
+            with self.engine._lock:
+                self.rows = [self.rows[i] for i in running]
+                self.rows += [None] * (capacity - len(self.rows))
 
     def _without_ended(self, streams: list[Stream]) -> list[Stream]:
         """``streams`` less those that ended, which the engine then no longer holds."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 import grpc
 
 from server import engine as engine_module
-from server.engine import Engine
+from server import metrics, scoring
+from server.engine import Engine, Unsupported
 from server.errors import (BadRequest, DecodeFailed, ModelNotFound, RequestError, ShuttingDown, StorageFailed,
                            TooManyStreams, abort)
 from server.store import ModelStore, ServedModel
@@ -18,20 +19,26 @@ STATUS = {
     ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     DecodeFailed: grpc.StatusCode.INTERNAL,
     StorageFailed: grpc.StatusCode.FAILED_PRECONDITION,
+    Unsupported: grpc.StatusCode.FAILED_PRECONDITION,
 }
-STOP_REASONS = {engine_module.LENGTH: pb.STOP_REASON_LENGTH, engine_module.SHUTDOWN: pb.STOP_REASON_SHUTDOWN}
+STOP_REASONS = {engine_module.LENGTH: pb.STOP_REASON_LENGTH, engine_module.SHUTDOWN: pb.STOP_REASON_SHUTDOWN,
+                engine_module.STOP: pb.STOP_REASON_STOP}
 
 
 class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
-    def __init__(self, store: ModelStore, engine: Engine):
+    def __init__(self, store: ModelStore, engine: Engine, max_score_chars: int = 100_000):
         self.store = store
         self.engine = engine
+        self.max_score_chars = max_score_chars
 
     def Generate(self, request, context):
         try:
             model = self.store.get(request.model, request.version)
             seed = request.seed if request.HasField("seed") else None
-            stream = self.engine.submit(model, request.prompt, request.length, request.temperature, seed)
+            top_p = request.top_p if request.HasField("top_p") else 1.0
+            stream = self.engine.submit(model, request.prompt, request.length, request.temperature, seed,
+                                        top_k=request.top_k, top_p=top_p, stop=request.stop,
+                                        logprobs=request.logprobs)
         except RequestError as exc:
             _abort(context, exc)
         # Runs when the call ends for any reason: a client that cancels or runs out of time frees
@@ -40,8 +47,8 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
         yield pb.GenerateResponse(start=pb.StreamStart(
             model=model.name, version=model.version, prompt=stream.prompt, seed=stream.seed))
         try:
-            for text in stream:
-                yield pb.GenerateResponse(text=text)
+            for chunk in stream.chunks():
+                yield pb.GenerateResponse(text=chunk.text, logprobs=chunk.logprobs)
         except RequestError as exc:
             _abort(context, exc)
         finally:
@@ -49,6 +56,17 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
         if stream.stop_reason in STOP_REASONS:
             yield pb.GenerateResponse(end=pb.StreamEnd(
                 reason=STOP_REASONS[stream.stop_reason], characters=stream.produced))
+
+    def Score(self, request, context):
+        try:
+            model = self.store.get(request.model, request.version)
+            score = scoring.score_text(model, request.text, self.max_score_chars)
+        except RequestError as exc:
+            _abort(context, exc)
+        metrics.observe_score(model.name, score.characters)
+        return pb.ScoreResponse(model=model.name, version=model.version, characters=score.characters,
+                                log_likelihood=score.log_likelihood, bits_per_char=score.bits_per_char,
+                                logprobs=score.logprobs.tolist() if request.per_character else [])
 
     def ListModels(self, request, context):
         self.store.rescan()  # a version published a moment ago is listed (and served) now, not at the next scan

@@ -46,6 +46,7 @@ class ServedModel:
     sample_len: int
     functions: object
     _codepoints: np.ndarray = dataclasses.field(repr=False)
+    controls: bool = False  # advance takes top_k and top_p and returns logprobs (bundles exported since)
 
     def encode(self, text: str) -> np.ndarray:
         """``text`` as int32 ids ``[len(text)]`` (every character must be in the charset)."""
@@ -74,9 +75,18 @@ def load_model(path: Path, name: str, version: int) -> ServedModel:
     sample_len = int(meta["sample_len"])
     # The first call of a restored function builds it; do that now rather than in a user's request.
     state = functions.start(prompt=tf.zeros([1, sample_len], tf.int32), lengths=tf.ones([1], tf.int32))
-    functions.advance(**state, temperature=tf.zeros([1]), uniforms=tf.zeros([1, 1]))
+    controls = takes_controls(functions.advance)
+    extra = dict(top_k=tf.zeros([1], tf.int32), top_p=tf.ones([1])) if controls else {}
+    functions.advance(**state, temperature=tf.zeros([1]), uniforms=tf.zeros([1, 1]), **extra)
     codepoints = np.array([ord(c) for c in charset.chars], dtype="<u4")
-    return ServedModel(name, version, path, meta, charset, sample_len, functions, codepoints)
+    return ServedModel(name, version, path, meta, charset, sample_len, functions, codepoints, controls)
+
+
+def takes_controls(advance) -> bool:
+    """Whether a bundle's ``advance`` takes ``top_k`` and ``top_p`` (and returns ``logprobs``): bundles
+    exported before those controls existed have only temperature."""
+    signature = advance.concrete_functions[0].structured_input_signature
+    return "top_k" in {spec.name for spec in tf.nest.flatten(signature)}
 
 
 class ModelStore:

@@ -28,6 +28,7 @@ def copy_models(trained_bundles, data_dir: Path) -> Path:
 @contextlib.contextmanager
 def running_server(data_dir: Path, **settings):
     """A started server on 127.0.0.1 (a free port) serving ``data_dir/models``; stopped on exit."""
+    settings.setdefault("metrics_addr", None)  # no /metrics unless the test asks for one
     server = build_server(Settings(addr="127.0.0.1:0", data_dir=Path(data_dir), **settings)).start()
     try:
         yield server

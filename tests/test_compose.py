@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_GPU = ROOT / "docker-compose.gpu.yml"
 DOCKERFILES = {"worker": ROOT / "deploy" / "Dockerfile.worker", "server": ROOT / "deploy" / "Dockerfile.server"}
-CODE_DIRS = ("trainer", "server", "client", "textgen")
+CODE_DIRS = ("trainer", "server", "client", "textgen", "web")
 ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)+")
 
 
@@ -86,8 +86,8 @@ def volume_mounts(service: dict) -> dict[str, str]:
     return mounts
 
 
-def test_three_services_with_restart_policies(services):
-    assert set(services) == {"redis", "worker", "server"}
+def test_four_services_with_restart_policies(services):
+    assert set(services) == {"redis", "worker", "server", "web"}
     for name, service in services.items():
         assert service.get("restart") == "unless-stopped", name
 
@@ -141,6 +141,11 @@ def test_environment_is_set_once_and_is_what_the_code_reads(services):
 
 def test_server_port_and_scalable_worker(services):
     assert services["server"]["ports"] == ["50051:50051"]
+    web = services["web"]  # the server's image, running the web process, dialling the server
+    assert web["ports"] == ["8080:8080"] and web["command"] == ["python", "-m", "web"]
+    assert web["build"]["dockerfile"] == "deploy/Dockerfile.server"
+    assert environment(web) == {"TEXTGEN_SERVER": "server:50051", "TEXTGEN_WEB_ADDR": "0.0.0.0:8080"}
+    assert web["depends_on"]["server"]["condition"] == "service_healthy"
     worker = services["worker"]
     assert "container_name" not in worker and "ports" not in worker and "hostname" not in worker
 

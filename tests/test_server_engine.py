@@ -6,7 +6,9 @@ import logging
 import random
 import threading
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from server import engine as engine_module
 from server.engine import Engine
@@ -68,11 +70,34 @@ def test_seeded_sampling_equals_the_reference_and_ignores_63_other_streams(store
 def test_text_does_not_depend_on_how_steps_are_chunked(store):
     model = store.get(MODELS["two"])
     texts = []
-    for chunk, first_chunk in ((16, 4), (7, 1), (64, 64)):
-        engine = Engine(chunk=chunk, first_chunk=first_chunk)
+    engines = [Engine.fixed_steps(), Engine(chunk=7, first_chunk=1, step_budget=None),
+               Engine(chunk=64, first_chunk=64, step_budget=None), Engine(step_budget=1e-6), Engine(step_budget=10.0)]
+    for engine in engines:
         texts.append(text_of(engine, model, LONG, 101, 0.9, seed=77)[0])
         engine.shutdown(0)
-    assert texts[0] == texts[1] == texts[2]
+    assert texts == [texts[0]] * len(engines)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_the_xla_compiled_step_draws_what_the_bundles_graph_function_draws(store, temperature):
+    model = store.get(MODELS["two"])
+    functions = engine_module._Functions(model, engine_module._Compiler())
+    rng = np.random.default_rng(1)
+    prompt = rng.integers(0, len(model.charset), size=(64, SAMPLE_LEN)).astype(np.int32)
+    state = functions.start(prompt, np.full([64], SAMPLE_LEN, np.int32))
+    inputs = dict(state, temperature=tf.fill([64], temperature), uniforms=tf.constant(rng.random((64, 16), np.float32)),
+                  top_k=tf.zeros([64], tf.int32), top_p=tf.ones([64]))
+    functions._compile(inputs)
+    compiled = functions.advance(inputs)
+    graph = model.functions.advance(**inputs)
+    np.testing.assert_array_equal(compiled["ids"].numpy(), graph["ids"].numpy())
+    np.testing.assert_allclose(compiled["probs"].numpy(), graph["probs"].numpy(), atol=1e-5)
+
+
+def test_batches_keep_few_row_counts_so_xla_compiles_few_programs():
+    assert [engine_module.row_capacity(n) for n in (1, 2, 3, 5, 8, 9, 63, 64, 65, 250, 256, 257)] == [
+        1, 2, 4, 8, 8, 16, 64, 64, 80, 256, 256, 320]
+    assert len({engine_module.row_capacity(n) for n in range(1, 257)}) == 23
 
 
 @pytest.mark.parametrize("length", [1, 3, 4, 5, 16, 17, 33])

@@ -17,7 +17,7 @@ from .conftest import corpus_text
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ROOT / "deploy" / "local" / "stack.sh"
-SERVICES = ("redis", "worker", "server")
+SERVICES = ("redis", "worker", "server", "web")
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed (make install installs it)")
@@ -29,13 +29,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stack_env(var_dir: Path, redis_port: int, grpc_port: int) -> dict[str, str]:
+def stack_env(var_dir: Path, redis_port: int, grpc_port: int, web_port: int | None = None) -> dict[str, str]:
+    web_port = web_port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TEXTGEN_", "REDIS_URL"))}
     env.update({
         "TEXTGEN_VAR_DIR": str(var_dir),
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "TEXTGEN_ADDR": f"127.0.0.1:{grpc_port}",
         "TEXTGEN_SERVER": f"127.0.0.1:{grpc_port}",
+        "TEXTGEN_WEB_ADDR": f"127.0.0.1:{web_port}",
         "TEXTGEN_PYTHON": sys.executable,
         "TEXTGEN_UP_TIMEOUT": "90",
         "TEXTGEN_STOP_TIMEOUT": "20",
@@ -120,7 +122,7 @@ def test_stack_up_train_generate_down(tmp_path):
 
         # A second `up` starts nothing new.
         again = stack("up", env)
-        assert again.stdout.count("already running") == 3, again.stdout
+        assert again.stdout.count("already running") == 4, again.stdout
         assert pids(var_dir) == first
         assert sorted(first.values()) == leaders(var_dir)
         assert stack("status", env).returncode == 0
@@ -138,6 +140,14 @@ def test_stack_up_train_generate_down(tmp_path):
             text = text[:-1]
         assert len(text) == 57, repr(generated.stdout)
         assert "stack-tiny" in client(["models"], env).stdout
+        # the web process serves the page and the same models over HTTP
+        import json
+        import urllib.request
+
+        web = f"http://{env['TEXTGEN_WEB_ADDR']}"
+        assert "Model Training" in urllib.request.urlopen(web + "/", timeout=10).read().decode()
+        models = json.load(urllib.request.urlopen(web + "/api/v1/models", timeout=10))["models"]
+        assert [m["name"] for m in models] == ["stack-tiny"]
     finally:
         down = stack("down", env, check=False)
     assert down.returncode == 0, down.stdout + down.stderr

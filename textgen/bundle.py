@@ -4,9 +4,16 @@
 - ``saved_model/``: a TensorFlow SavedModel with the functions
     ``predict(ids int32 [batch, time]) -> probs float32 [batch, charset]`` (the original's),
     ``start(prompt int32 [batch, sample_len], lengths int32 [batch]) -> state, phase, probs``,
-    ``advance(state, phase, probs, temperature float32 [batch], uniforms float32 [batch, k])
-        -> state, phase, probs, ids int32 [batch, k]``,
-    ``sample(probs, temperature, uniform) -> ids`` (the sampling rule) and ``charset() -> string``;
+    ``advance(state, phase, probs, temperature float32 [batch], top_k int32 [batch],
+        top_p float32 [batch], uniforms float32 [batch, k]) -> state, phase, probs, ids int32 [batch, k],
+        logprobs float32 [batch, k]``,
+    ``score(state, phase, probs, ids int32 [batch, k]) -> state, phase, probs, logprobs float32 [batch, k]``
+        (feeds GIVEN ids, reading each one's log-probability first; bundles written before it lack it:
+        server/scoring.py),
+    ``sample(probs, temperature, uniform, top_k, top_p) -> ids`` (the sampling rule) and
+    ``charset() -> string``. Bundles exported before top_k/top_p existed (tests/fixtures/bundle-v1)
+    have ``advance`` and ``sample`` without ``top_k``, ``top_p`` and ``logprobs``; the server serves
+    them with temperature only;
 - ``model.keras``: the Keras model, for continued training (stock Keras loads it, safe mode on);
 - ``meta.json``: ``format``, ``charset``, ``sample_len``, ``lstm_layer_sizes``, ``objective``,
   ``corpus`` (name, sha256, characters), ``training`` (the options), ``epochs``, ``loss``,

@@ -106,14 +106,44 @@ class PipelinedDecoder:
         ``temperature`` float32 ``[batch]``; ``uniforms`` float32 ``[batch, k]`` (one per character).
         Returns ``(state, phase, probs, ids)`` with ``ids`` int32 ``[batch, k]``.
         """
+        return self._advance(state, phase, probs, temperature, uniforms)[:4]
+
+    @tf.function
+    def advance_with_logprobs(self, state, phase, probs, temperature, uniforms, top_k, top_p):
+        """``advance`` with the sampling controls: ``top_k`` int32 ``[batch]`` (0: off), ``top_p``
+        float32 ``[batch]`` (1: off). Returns ``(state, phase, probs, ids, logprobs)``, ``logprobs``
+        float32 ``[batch, k]``: the natural log of each drawn id's probability under the model."""
+        return self._advance(state, phase, probs, temperature, uniforms, top_k, top_p)
+
+    def _advance(self, state, phase, probs, temperature, uniforms, top_k=None, top_p=None):
         hc = self._split(state)
         k = tf.shape(uniforms)[1]
         active = tf.ones_like(phase, dtype=tf.bool)
         out = tf.TensorArray(tf.int32, size=k)
+        logprobs = tf.TensorArray(tf.float32, size=k)
         for step in tf.range(k):
-            ids = sample_ids(probs, temperature, uniforms[:, step])
+            ids = sample_ids(probs, temperature, uniforms[:, step], top_k, top_p)
+            logprobs = logprobs.write(step, tf.math.log(tf.gather(probs, ids, batch_dims=1)))
             hc, phase, probs = self._feed(hc, phase, ids, active)
             out = out.write(step, ids)
+        return self._pack(hc), phase, probs, tf.transpose(out.stack()), tf.transpose(logprobs.stack())
+
+    @tf.function
+    def score(self, state, phase, probs, ids):
+        """Feed the GIVEN ``ids`` int32 ``[batch, k]`` (instead of sampled ones), reading the
+        log-probability of each before it is fed.
+
+        Returns ``(state, phase, probs, logprobs)``; ``logprobs`` float32 ``[batch, k]`` holds
+        ``log P(ids[b, j] | the up to sample_len ids before it)``, the original's window for window.
+        """
+        hc = self._split(state)
+        k = tf.shape(ids)[1]
+        active = tf.ones_like(phase, dtype=tf.bool)
+        out = tf.TensorArray(tf.float32, size=k)
+        for step in tf.range(k):
+            given = ids[:, step]
+            out = out.write(step, tf.math.log(tf.gather(probs, given, batch_dims=1)))
+            hc, phase, probs = self._feed(hc, phase, given, active)
         return self._pack(hc), phase, probs, tf.transpose(out.stack())
 
     def _pack(self, hc):

@@ -49,21 +49,31 @@ def export_saved_model(model, sample_len: int, charset: Charset, path: Path) -> 
             tf.TensorSpec([None], tf.int32, name="lengths"),
         ],
     )
+    top_k_spec = tf.TensorSpec([None], tf.int32, name="top_k")
+    top_p_spec = tf.TensorSpec([None], tf.float32, name="top_p")
     archive.add_endpoint(
         "advance",
-        lambda state, phase, probs, temperature, uniforms: dict(
-            zip(("state", "phase", "probs", "ids"), decoder.advance(state, phase, probs, temperature, uniforms))
+        lambda state, phase, probs, temperature, top_k, top_p, uniforms: dict(
+            zip(("state", "phase", "probs", "ids", "logprobs"),
+                decoder.advance_with_logprobs(state, phase, probs, temperature, uniforms, top_k, top_p))
         ),
         input_signature=[
             state_spec, phase_spec, probs_spec,
-            tf.TensorSpec([None], tf.float32, name="temperature"),
+            tf.TensorSpec([None], tf.float32, name="temperature"), top_k_spec, top_p_spec,
             tf.TensorSpec([None, None], tf.float32, name="uniforms"),
         ],
     )
     archive.add_endpoint(
+        "score",
+        lambda state, phase, probs, ids: dict(
+            zip(("state", "phase", "probs", "logprobs"), decoder.score(state, phase, probs, ids))
+        ),
+        input_signature=[state_spec, phase_spec, probs_spec, tf.TensorSpec([None, None], tf.int32, name="ids")],
+    )
+    archive.add_endpoint(
         "sample",
-        lambda probs, temperature, uniform: {"ids": sample_ids(probs, temperature, uniform)},
-        input_signature=[probs_spec, batch_float, batch_float],
+        lambda probs, temperature, uniform, top_k, top_p: {"ids": sample_ids(probs, temperature, uniform, top_k, top_p)},
+        input_signature=[probs_spec, batch_float, batch_float, top_k_spec, top_p_spec],
     )
     archive.add_endpoint("charset", lambda: {"charset": chars}, input_signature=[])
     archive.write_out(str(path), verbose=False)

@@ -22,6 +22,7 @@ The job's events and summary (textgen.jobs) are written by trainer.job; this mod
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import logging
 import os
@@ -35,6 +36,7 @@ import uuid
 from textgen import config
 from textgen import jobs as records
 from trainer import export
+from trainer import metrics as worker_metrics
 from trainer import job as training_job
 from trainer.args import Parser, UsageError
 
@@ -55,6 +57,12 @@ def alive_key(worker_name: str) -> str:
 def workers_key(queue_name: str) -> str:
     """The set of training workers (they keep an alive key) that take jobs from ``queue_name``."""
     return f"{records.KEY_PREFIX}:workers:{queue_name}"
+
+
+def live_workers(redis, queue_name: str) -> int:
+    """Training workers registered on ``queue_name`` whose alive key is fresh."""
+    names = [name.decode() for name in redis.smembers(workers_key(queue_name))]
+    return sum(redis.exists(alive_key(name)) for name in names)
 
 
 def refusal_reason(job, connection) -> str | None:
@@ -100,11 +108,14 @@ def _worker_class():
     class TrainingWorker(Worker):
         """rq.Worker that refuses foreign jobs and whose horses die with it."""
 
+        metrics: worker_metrics.WorkerMetrics | None = None
+
         def execute_job(self, job, queue):
             reason = refusal_reason(job, self.connection)
             if reason is None:
                 self._supervisor_pid = os.getpid()  # what the horse, once forked, checks its parent against
-                return super().execute_job(job, queue)
+                with self.metrics.running(job.id) if self.metrics else contextlib.nullcontext():
+                    return super().execute_job(job, queue)
             self.log.warning("Worker %s: refusing job %s: %s", self.name, job.id, reason)
             job.retries_left = None  # the job's own hash is not trusted: never run it again
             job.webhooks = []
@@ -284,6 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     worker = _worker_class()(
         [config.QUEUE_NAME], name=name, connection=redis, serializer=JSONSerializer,
         job_monitoring_interval=JOB_MONITORING_INTERVAL, maintenance_interval=MAINTENANCE_INTERVAL)
+    try:
+        metrics_redis = connect(url, 0)
+        worker.metrics = worker_metrics.serve(metrics_redis, config.QUEUE_NAME, os.environ,
+                                              lambda: live_workers(metrics_redis, config.QUEUE_NAME))
+    except ValueError as exc:  # a TEXTGEN_METRICS_ADDR that is not host:port
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for leftover in export.sweep_leftovers(config.models_dir()):
         print(f"removed {leftover}, left by a publish that did not finish", file=sys.stderr)
     liveness = Liveness(connect(url, 0), name, config.QUEUE_NAME, args.liveness_ttl)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: start the local stack, train a small model on the TensorFlow.js source (tfjs-code) with a
-# live progress bar, then stream generated code at two temperatures.
+# live progress bar, then stream generated code at two temperatures; ends with the page's address.
 #
 # A second run reuses the trained model (DEMO_RETRAIN=1 trains a new version). The stack is left
 # running for you to play with (`.venv/bin/client --help`); `make down` stops it.
@@ -35,6 +35,7 @@ read -r -a TRAIN_ARGS <<<"${DEMO_TRAIN_ARGS:-$DEFAULT_TRAIN_ARGS}"
 
 VAR_DIR=${TEXTGEN_VAR_DIR:-$ROOT/var}
 export TEXTGEN_ADDR=${TEXTGEN_ADDR:-127.0.0.1:50051}
+export TEXTGEN_WEB_ADDR=${TEXTGEN_WEB_ADDR:-127.0.0.1:8080}
 export TEXTGEN_DATA_DIR=${TEXTGEN_DATA_DIR:-$VAR_DIR/data}
 if [[ -z ${TEXTGEN_SERVER:-} ]]; then
     TEXTGEN_SERVER=$TEXTGEN_ADDR
@@ -49,7 +50,7 @@ else
     banner() { printf '\n== %s\n' "$*"; }
 fi
 
-banner "Starting the local stack (Redis, training worker, gRPC server)"
+banner "Starting the local stack (Redis, training worker, gRPC server, web page)"
 ./deploy/local/stack.sh up
 
 # A published model is models/NAME/<version>/ with its meta.json (the server serves the latest).
@@ -86,3 +87,7 @@ cat <<EOF
   make logs                                          the logs of Redis, the worker and the server
   make down                                          stop everything
 EOF
+PAGE=http://$TEXTGEN_WEB_ADDR/
+if [[ $TEXTGEN_WEB_ADDR == 0.0.0.0:* ]]; then PAGE=http://127.0.0.1:${TEXTGEN_WEB_ADDR##*:}/; fi
+echo "  ${PAGE}docs                      the HTTP API (OpenAI-compatible: ${PAGE}v1/completions)"
+banner "Open the page to train, watch the loss and generate: $PAGE"

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# The textgen stack without Docker: redis-server, the training worker and the gRPC server, run in the
+# The textgen stack without Docker: redis-server, the training worker, the gRPC server and the web page, run in the
 # background from this checkout's .venv, with their data, logs and pid files under one folder.
 #
 #   deploy/local/stack.sh up        start what is not running; wait for Redis PING and gRPC health SERVING
-#   deploy/local/stack.sh down      stop all three (SIGTERM, then SIGKILL after TEXTGEN_STOP_TIMEOUT s)
+#   deploy/local/stack.sh down      stop them all (SIGTERM, then SIGKILL after TEXTGEN_STOP_TIMEOUT s)
 #   deploy/local/stack.sh status    what runs, and whether it answers (exit 0 only when all do)
-#   deploy/local/stack.sh logs [-f] [redis|worker|server]   the logs' tails (-f: follow)
+#   deploy/local/stack.sh logs [-f] [redis|worker|server|web]   the logs' tails (-f: follow)
 #
 # Environment (the same names as the code; these defaults are for local use):
 #   REDIS_URL          redis://localhost:6379/0   a loopback URL: this script runs redis-server on its
 #                                                 port (password from the URL); another host: that Redis
 #                                                 is used and not managed here
 #   TEXTGEN_ADDR       127.0.0.1:50051            where the server listens
+#   TEXTGEN_WEB_ADDR   127.0.0.1:8080             where the web process (page, HTTP API) listens
 #   TEXTGEN_VAR_DIR    ./var                      data/, redis/, log/, run/ (for tests: a temporary dir)
 #   TEXTGEN_DATA_DIR   $TEXTGEN_VAR_DIR/data      models/, corpora/, checkpoints/
 #   TEXTGEN_UP_TIMEOUT 120                        seconds `up` waits for each process to be ready
@@ -36,12 +37,13 @@ REDIS_CONF=$REDIS_DIR/redis.conf
 export TEXTGEN_VAR_DIR=$VAR_DIR
 export REDIS_URL=${REDIS_URL:-redis://localhost:6379/0}
 export TEXTGEN_ADDR=${TEXTGEN_ADDR:-127.0.0.1:50051}
+export TEXTGEN_WEB_ADDR=${TEXTGEN_WEB_ADDR:-127.0.0.1:8080}
 export TEXTGEN_DATA_DIR=${TEXTGEN_DATA_DIR:-$VAR_DIR/data}
 export PYTHONUNBUFFERED=1
 UP_TIMEOUT=${TEXTGEN_UP_TIMEOUT:-120}
 STOP_TIMEOUT=${TEXTGEN_STOP_TIMEOUT:-20}
 
-SERVICES=(redis worker server)
+SERVICES=(redis worker server web)
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'stack: %s\n' "$*" >&2; exit 1; }
@@ -54,6 +56,7 @@ pattern_of() {
         redis) printf '%s' "redis-server" ;;
         worker) printf '%s' "-m trainer worker" ;;
         server) printf '%s' "-m server" ;;
+        web) printf '%s' "-m web" ;;
     esac
 }
 
@@ -160,6 +163,18 @@ start_bg() {
     printf '%s' "$pid"
 }
 
+wait_http() { # url pid: until the page answers 200 (up to UP_TIMEOUT s), or the process dies
+    local deadline=$((SECONDS + UP_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        alive "$2" || return 1
+        if "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=3)' "$1" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.3
+    done
+    return 1
+}
+
 port_in_use() { # host port
     (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
 }
@@ -261,8 +276,25 @@ cmd_up() {
     "$PY" "$PROBE" worker --wait "$UP_TIMEOUT" --pid "$worker_pid" ||
         fail_up worker "the worker did not register with Redis"
 
-    local dial=$TEXTGEN_ADDR redis_line
+    # 3. the web process (the page and the HTTP API), a client of the server
+    local dial=$TEXTGEN_ADDR redis_line web_pid web_url
     if [[ $dial == 0.0.0.0:* ]]; then dial=127.0.0.1:${dial##*:}; fi
+    web_url=http://$TEXTGEN_WEB_ADDR/
+    if [[ $TEXTGEN_WEB_ADDR == 0.0.0.0:* ]]; then web_url=http://127.0.0.1:${TEXTGEN_WEB_ADDR##*:}/; fi
+    if web_pid=$(running_pid web); then
+        say "web:    already running (pid $web_pid)"
+    else
+        local web_host=${TEXTGEN_WEB_ADDR%:*} web_port=${TEXTGEN_WEB_ADDR##*:}
+        if [[ $web_host == 0.0.0.0 || -z $web_host ]]; then web_host=127.0.0.1; fi
+        if port_in_use "$web_host" "$web_port"; then
+            fail_up "" "something is already listening on $TEXTGEN_WEB_ADDR (TEXTGEN_WEB_ADDR) and it is not this stack's
+       web process. Stop it, or choose another address, e.g. TEXTGEN_WEB_ADDR=127.0.0.1:$((web_port + 1)) make up"
+        fi
+        web_pid=$(TEXTGEN_SERVER=${TEXTGEN_SERVER:-$dial} start_bg web "$PY" -m web)
+        STARTED+=(web)
+        say "web:    started (pid $web_pid)"
+    fi
+    wait_http "$web_url" "$web_pid" || fail_up web "the web process did not answer on $web_url"
     redis_line="$(printf '%s' "$REDIS_URL" | sed -E 's#(//[^:/@]*:)[^@]*@#\1***@#')"
     if [[ -n $redis_port ]]; then
         redis_line="pid $(printf '%-7s' "$(running_pid redis)") $redis_line   data in $(rel "$REDIS_DIR")"
@@ -274,8 +306,9 @@ cmd_up() {
     say "  redis   $redis_line"
     say "  worker  pid $(printf '%-7s' "$worker_pid") queue 'training'"
     say "  server  pid $(printf '%-7s' "$server_pid") gRPC on $TEXTGEN_ADDR (health: SERVING)"
+    say "  web     pid $(printf '%-7s' "$web_pid") the page and the HTTP API on $web_url"
     say "  data    $(rel "$TEXTGEN_DATA_DIR")  (models/, corpora/, checkpoints/)"
-    say "  logs    $(rel "$LOG_DIR")/{redis,worker,server}.log   (make logs; make logs ARGS=-f)"
+    say "  logs    $(rel "$LOG_DIR")/{redis,worker,server,web}.log   (make logs; make logs ARGS=-f)"
     say "client:   TEXTGEN_SERVER=$dial .venv/bin/client models"
     say "stop:     make down"
 }
@@ -318,8 +351,8 @@ wait_stopped() { # name pid: wait for its whole group, then SIGKILL it
 cmd_down() {
     local name pid
     local -A pids=()
-    # The server and the worker first (the worker reports to Redis as it stops), then Redis.
-    for name in server worker; do
+    # The web process, the server and the worker first (the worker reports to Redis as it stops), then Redis.
+    for name in web server worker; do
         if pid=$(running_pid "$name"); then
             pids[$name]=$pid
             say "$name: stopping (pid $pid)"
@@ -328,7 +361,7 @@ cmd_down() {
             say "$name: not running"
         fi
     done
-    for name in server worker; do
+    for name in web server worker; do
         if [[ -n ${pids[$name]:-} ]]; then wait_stopped "$name" "${pids[$name]}"; fi
     done
     if pid=$(running_pid redis); then
@@ -371,8 +404,8 @@ cmd_logs() {
     for arg in "$@"; do
         case $arg in
             -f | --follow) follow=1 ;;
-            redis | worker | server) names+=("$arg") ;;
-            *) die "logs: unknown argument '$arg' (use: logs [-f] [redis|worker|server])" ;;
+            redis | worker | server | web) names+=("$arg") ;;
+            *) die "logs: unknown argument '$arg' (use: logs [-f] [redis|worker|server|web])" ;;
         esac
     done
     [[ ${#names[@]} -gt 0 ]] || names=("${SERVICES[@]}")
@@ -401,7 +434,7 @@ case ${1:-} in
     status) cmd_status ;;
     logs) shift; cmd_logs "$@" ;;
     *)
-        say "usage: $0 up|down|status|logs [-f] [redis|worker|server]" >&2
+        say "usage: $0 up|down|status|logs [-f] [redis|worker|server|web]" >&2
         exit 2
         ;;
 esac

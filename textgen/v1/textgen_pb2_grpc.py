@@ -58,6 +58,11 @@ class TextGenStub:
                 request_serializer=textgen_dot_v1_dot_textgen__pb2.DeleteModelRequest.SerializeToString,
                 response_deserializer=textgen_dot_v1_dot_textgen__pb2.DeleteModelResponse.FromString,
                 _registered_method=True)
+        self.Score = channel.unary_unary(
+                '/textgen.v1.TextGen/Score',
+                request_serializer=textgen_dot_v1_dot_textgen__pb2.ScoreRequest.SerializeToString,
+                response_deserializer=textgen_dot_v1_dot_textgen__pb2.ScoreResponse.FromString,
+                _registered_method=True)
 
 
 class TextGenServicer:
@@ -92,6 +97,14 @@ class TextGenServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Score(self, request, context):
+        """A text's log-likelihood under a model: each character predicted from the up to sample_len
+        characters before it, from a zero state, as the original's model does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TextGenServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +127,11 @@ def add_TextGenServicer_to_server(servicer, server):
                     servicer.DeleteModel,
                     request_deserializer=textgen_dot_v1_dot_textgen__pb2.DeleteModelRequest.FromString,
                     response_serializer=textgen_dot_v1_dot_textgen__pb2.DeleteModelResponse.SerializeToString,
+            ),
+            'Score': grpc.unary_unary_rpc_method_handler(
+                    servicer.Score,
+                    request_deserializer=textgen_dot_v1_dot_textgen__pb2.ScoreRequest.FromString,
+                    response_serializer=textgen_dot_v1_dot_textgen__pb2.ScoreResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +246,33 @@ class TextGen:
             '/textgen.v1.TextGen/DeleteModel',
             textgen_dot_v1_dot_textgen__pb2.DeleteModelRequest.SerializeToString,
             textgen_dot_v1_dot_textgen__pb2.DeleteModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Score(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/textgen.v1.TextGen/Score',
+            textgen_dot_v1_dot_textgen__pb2.ScoreRequest.SerializeToString,
+            textgen_dot_v1_dot_textgen__pb2.ScoreResponse.FromString,
             options,
             channel_credentials,
             insecure,

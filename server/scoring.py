@@ -1,0 +1,113 @@
+"""Scoring: a text's log-likelihood under a model, exactly as the original's windowed model defines it.
+
+Character ``i`` is predicted from the up to ``sample_len`` characters before it, the window run from
+a zero state: ``log P(text[i] | text[max(0, i - sample_len):i])``. The first character has no
+context and is not scored (the model needs at least one character before the one it predicts, as a
+generation needs a prompt of at least one character), so a text of ``n`` characters scores ``n - 1``.
+
+The pipelined decoder does this in one batched step per character: the bundle's ``score`` function
+feeds given characters to the windows in flight (instead of sampled ones) and reads each one's
+log-probability before feeding it. As a character depends only on the ``sample_len`` characters
+before it, the text is also cut into segments scored side by side as the rows of one batch: the
+segment that starts at ``s`` is started from the characters ``text[s - sample_len:s]``, and the cut
+changes no number.
+
+Bundles exported before ``score`` existed are scored through their ``predict`` (the original's
+signature, in every bundle) over batches of whole windows: the same numbers, at ``sample_len`` LSTM
+steps per window instead of one, so every model on disk can be scored without re-exporting it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from server.errors import BadRequest, shown
+from server.store import ServedModel
+from textgen.charset import describe_chars
+
+MAX_SEGMENTS = 64  # rows of the scoring batch: segments of the text scored side by side
+MIN_SEGMENT = 4  # in sample_len's: a segment's start costs sample_len steps, so segments are longer
+PREDICT_BATCH = 512  # windows per predict call for bundles without ``score``
+
+
+@dataclasses.dataclass(frozen=True)
+class TextScore:
+    """``logprobs`` float32 ``[characters]``: natural-log probability of ``text[1:]``, in order."""
+
+    logprobs: np.ndarray
+
+    @property
+    def characters(self) -> int:
+        return int(self.logprobs.shape[0])
+
+    @property
+    def log_likelihood(self) -> float:
+        """Sum of ``logprobs`` in nats (<= 0)."""
+        return float(np.sum(self.logprobs, dtype=np.float64))
+
+    @property
+    def bits_per_char(self) -> float:
+        return -self.log_likelihood / self.characters / math.log(2)
+
+
+def score_text(model: ServedModel, text: str, max_chars: int) -> TextScore:
+    """Score ``text`` (2 to ``max_chars`` characters, all in the model's charset) under ``model``.
+
+    Raises BadRequest saying what is wrong with the text.
+    """
+    if len(text) < 2:
+        raise BadRequest(f"the text must have at least 2 characters (the first is the context of the second), "
+                         f"got {len(text)}")
+    if len(text) > max_chars:
+        raise BadRequest(f"the text has {len(text)} characters, at most {max_chars} can be scored in one call "
+                         "(TEXTGEN_MAX_SCORE_CHARS); score it in parts")
+    missing = model.charset.missing(text)
+    if missing:
+        raise BadRequest(
+            f"the text has characters that model {model.name!r} version {model.version} does not know: "
+            f"{describe_chars(missing)}; its characters are {shown(model.charset.chars, 200)}"
+        )
+    ids = model.encode(text)
+    if hasattr(model.functions, "score"):
+        return TextScore(pipelined_logprobs(model.functions, ids, model.sample_len))
+    return TextScore(predict_logprobs(model.functions, ids, model.sample_len))
+
+
+def pipelined_logprobs(functions, ids: np.ndarray, sample_len: int) -> np.ndarray:
+    """``log P(ids[i] | ids[max(0, i - sample_len):i])`` for ``i = 1 .. n-1``, float32 ``[n - 1]``,
+    with the bundle's ``start`` and ``score`` (one batched step per character)."""
+    scored = len(ids) - 1
+    segments = max(1, min(MAX_SEGMENTS, scored // (MIN_SEGMENT * sample_len)))
+    length = -(-scored // segments)  # characters per segment, the last one may be shorter
+    starts = [1 + row * length for row in range(segments)]
+    prompt = np.zeros([segments, sample_len], np.int32)
+    lengths = np.zeros([segments], np.int32)
+    given = np.zeros([segments, length], np.int32)  # padding past the text: scored, then dropped
+    for row, start in enumerate(starts):
+        context = ids[max(0, start - sample_len):start]
+        prompt[row, sample_len - len(context):] = context  # right-aligned, as start wants
+        lengths[row] = len(context)
+        part = ids[start:start + length]
+        given[row, :len(part)] = part
+    state = functions.start(prompt=tf.constant(prompt), lengths=tf.constant(lengths))
+    out = functions.score(**state, ids=tf.constant(given))
+    return out["logprobs"].numpy().reshape(-1)[:scored]
+
+
+def predict_logprobs(functions, ids: np.ndarray, sample_len: int) -> np.ndarray:
+    """As ``pipelined_logprobs``, with the bundle's ``predict`` on whole windows (any bundle)."""
+    out = np.zeros([len(ids) - 1], np.float32)
+    short = range(1, min(sample_len, len(ids)))  # the first windows are shorter, one length each
+    for i in short:
+        probs = functions.predict(ids=tf.constant(ids[None, :i]))["probs"].numpy()
+        out[i - 1] = np.log(probs[0, ids[i]])
+    full = np.arange(sample_len, len(ids))
+    for begin in range(0, len(full), PREDICT_BATCH):
+        targets = full[begin:begin + PREDICT_BATCH]
+        windows = np.stack([ids[t - sample_len:t] for t in targets])
+        probs = functions.predict(ids=tf.constant(windows))["probs"].numpy()
+        out[targets - 1] = np.log(probs[np.arange(len(targets)), ids[targets]])
+    return out

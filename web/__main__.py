@@ -1,0 +1,58 @@
+"""``python -m web``: serve the page, /api/v1 and /v1 on $TEXTGEN_WEB_ADDR (default 127.0.0.1:8080).
+
+The textgen server it talks to is $TEXTGEN_SERVER (default 127.0.0.1:50051); $TEXTGEN_TOKEN and
+$TEXTGEN_CA_CERT are used as the client uses them. Request headers (so callers' tokens) are never
+logged: the access log has the method, path and status only.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+DEFAULT_WEB_ADDR = "127.0.0.1:8080"
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """``"host:port"`` (``[::1]:8080`` for IPv6) -> (host, port); ValueError with a message otherwise."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"TEXTGEN_WEB_ADDR={addr!r}: give host:port, like 127.0.0.1:8080 or 0.0.0.0:8080")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def main() -> int:
+    addr = os.environ.get("TEXTGEN_WEB_ADDR", DEFAULT_WEB_ADDR)
+    try:
+        host, port = parse_addr(addr)
+    except ValueError as exc:
+        print(f"web: {exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from client.api import TextgenError
+    from web.app import create_app
+
+    try:
+        app = create_app()
+    except TextgenError as exc:
+        print(f"web: {exc}", file=sys.stderr)
+        return 2
+    # Bind here, so that a port in use is one line on stderr rather than uvicorn's log of it.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:  # the port is taken, or the host is not an address here
+        sock.close()
+        print(f"web: cannot listen on {addr} (TEXTGEN_WEB_ADDR): {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"web: the page and the HTTP API on http://{addr}/ (gRPC server {app.state.client.server})", flush=True)
+    config = uvicorn.Config(app, log_level="info", access_log=True, timeout_graceful_shutdown=5, proxy_headers=False)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The web process: the page at /, the JSON API under /api/v1, OpenAI-compatible /v1, docs at /docs.
+
+It holds no model and no training code: every request becomes gRPC calls to the textgen server
+through one ``client.Client`` (one connection, shared by every request; each caller's token rides
+on its own calls).
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+
+from client.api import Client, TextgenError
+from web import api, completions
+from web.errors import error_response, validation_message
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+# The page loads nothing from elsewhere and runs no inline script: model output can never become code.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def create_app(client: Client | None = None) -> "FastAPIOffline":
+    """The ASGI app, talking to the server through ``client`` (default: ``Client()``, which reads
+    TEXTGEN_SERVER, TEXTGEN_TOKEN and TEXTGEN_CA_CERT)."""
+    app = FastAPIOffline(
+        title="textgen",
+        version="1",
+        summary="Character-level LSTM text generation: the HTTP side of the textgen gRPC server.",
+        description="`/api/v1`: the whole gRPC API as JSON and Server-Sent Events. `/v1`: OpenAI-compatible "
+                    "completions (a token is a character). A server with tokens needs "
+                    "`Authorization: Bearer <token>`; gRPC status codes map to HTTP statuses, and an error "
+                    "carries the server's message.",
+        static_url="/docs-static",
+        lifespan=_lifespan,
+    )
+    app.state.client = client if client is not None else Client()
+    app.include_router(api.router)
+    app.include_router(completions.router)
+
+    @app.exception_handler(TextgenError)
+    async def on_textgen_error(request: Request, exc: TextgenError):
+        return _error(request, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError):
+        return _error(request, "INVALID_ARGUMENT", validation_message(exc))
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.middleware("http")
+    async def page_headers(request: Request, call_next):
+        response = await call_next(request)
+        if request.url.path.startswith("/static/"):
+            response.headers.update(PAGE_HEADERS)
+        return response
+
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app):
+    yield
+    app.state.client.close()
+
+
+def _error(request: Request, code: str, message: str):
+    if request.url.path.startswith("/v1/"):
+        return completions.openai_error(code, message)
+    return error_response(code, message)
