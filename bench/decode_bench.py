@@ -8,7 +8,8 @@ one with the engine before it (``Engine.fixed_steps()``: 16-character steps), an
 machine's sgemm rate (a TF matmul of the decode step's shape) with each figure as a fraction of it,
 bare ``advance`` calls (graph and XLA), the reference loop (one ``predict`` per character) and the
 naive port (one Keras ``model.predict`` per character). Writes ``decode.json`` and ``decode.md`` to
-bench/results/. ``--quick``: small runs that check everything works.
+bench/results/. ``--quick``: small runs that check everything works. ``BENCH_SERVER_LOG=FILE``
+appends the servers' logs to FILE (default: discarded).
 """
 from __future__ import annotations
 

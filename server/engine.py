@@ -58,7 +58,8 @@ CHUNK = 16  # characters per message to a stream; also the step of fixed_steps()
 FIRST_CHUNK = 2  # a joining stream's first step, to cut its time to first text
 STEP_BUDGET = 0.02  # seconds a step may take, so a joining stream waits at most about that long
 STEP_SIZES = (1, 2, 4, 8, 16)  # characters per step: few sizes, so XLA compiles few programs
-FLUSH_SECONDS = 0.05  # hand a stream what it has after this long, even when less than CHUNK
+FLUSH_SECONDS = 1.0  # hand a stream what it has after this long, even when less than CHUNK (a
+# slow batch): more often would mean many small messages, which cost the whole server CPU
 MAX_SEED = 2**64 - 1
 MAX_STOPS, MAX_STOP_CHARS = 4, 64
 
