@@ -2,14 +2,14 @@
 
 ``python -m bench.decode_bench [--quick] [--results DIR]``. In one run on this machine: train a
 128,128 LSTM on tinyshakespeare briefly, publish it in a temporary data directory, start two
-``python -m server`` processes on loopback ports, one with today's engine (time-sized steps, XLA) and
-one with the engine before it (``Engine.fixed_steps()``: 16-character steps, the bundle's graph
-functions), and measure, alternating between them: time to first chunk on an idle server and while
+``python -m server`` processes on loopback ports, one with today's engine (time-sized steps) and
+one with the engine before it (``Engine.fixed_steps()``: 16-character steps), and measure, alternating between them: time to first chunk on an idle server and while
 63 other streams run; aggregate characters per second through gRPC at 1, 64 and 256 streams. Also the
 machine's sgemm rate (a TF matmul of the decode step's shape) with each figure as a fraction of it,
 bare ``advance`` calls (graph and XLA), the reference loop (one ``predict`` per character) and the
 naive port (one Keras ``model.predict`` per character). Writes ``decode.json`` and ``decode.md`` to
-bench/results/. ``--quick``: small runs that check everything works.
+bench/results/. ``--quick``: small runs that check everything works. ``BENCH_SERVER_LOG=FILE``
+appends the servers' logs to FILE (default: discarded).
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ TEMPERATURE = 0.5
 STREAMS = (1, 64, 256)
 BUSY = 64  # streams running while time to first chunk is measured under load (the probe and 63 others)
 ENGINES = ("new", "fixed")  # today's engine; the engine before it (Engine.fixed_steps())
-NAMES = {"new": "today's engine (time-sized steps, XLA)", "fixed": "before: fixed 16-character steps"}
+NAMES = {"new": "today's engine (time-sized steps)", "fixed": "before: fixed 16-character steps"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +182,7 @@ def flops_per_char(layers, sample_len: int, charset_size: int) -> float:
 # -- the servers, through gRPC ---------------------------------------------------------------------
 
 def serve_fixed_steps() -> int:
-    """``python -m server`` with ``Engine.fixed_steps()``: the engine before time-sized steps and XLA."""
+    """``python -m server`` with ``Engine.fixed_steps()``: the engine before time-sized steps."""
     from server import __main__ as server_main
     from server import app
     from server.engine import Engine
@@ -243,14 +243,12 @@ def grpc_generate(stub, length: int, temperature: float = TEMPERATURE, seed: int
 
 
 def warm_up(stubs: dict, plan: Plan) -> None:
-    """Run every stream count once on each server, then wait: today's engine compiles its XLA
-    programs for the shapes it meets in the background, and the measurements should not pay for that."""
-    log("warming up both servers at every stream count (XLA compiles in the background)")
+    """Run every stream count twice on each server, so the measurements pay for no first call."""
+    log("warming up both servers at every stream count")
     for _ in range(2):
         for key, stub in stubs.items():
             for streams in STREAMS:
                 grpc_rate(stub, streams, 100)
-        time.sleep(5 if not plan.rounds == 1 else 2)
 
 
 def measure_throughput(stubs: dict, plan: Plan) -> dict:
@@ -436,8 +434,9 @@ def report(out: dict) -> str:
         "",
         "How, all measured in this run, nothing extrapolated: each engine runs in its own `python -m server` "
         "subprocess on a loopback port (both loaded, one idle while the other is measured); the clients are "
-        "threads of the benchmark process, on the same CPUs. Both servers first run every stream count twice "
-        "(today's engine compiles its XLA programs meanwhile). Throughput is measured in "
+        "threads of the benchmark process, on the same CPUs. Both servers first run every stream count twice. "
+        "The XLA column is the bundle's `advance` wrapped in `tf.function(jit_compile=True)`, as "
+        "`Engine(xla=True)` runs it (off by default). Throughput is measured in "
         f"{plan.rounds} rounds, each running both engines at every stream count, alternating which goes first; "
         "the table shows each one's best round, decode.json every round. "
         f"1 stream: one call of {plan.one_stream_chars} characters, from the call to its last message. "

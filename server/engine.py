@@ -15,14 +15,17 @@ largest of 1, 2, 4, 8, 16 characters whose step is expected to take at most ``st
 at the batch's size (measured as it runs). Text still reaches each stream in chunks of about
 ``chunk`` characters (or every ``FLUSH_SECONDS``), so short steps do not mean more, smaller messages.
 
-The bundle's ``advance`` is also compiled with XLA (``jit_compile``: the same function, fused; about
-1.3x the characters per second at 64 streams and more). XLA compiles one program per input shape,
-so the batch keeps its rows in a few fixed sizes (``row_capacity``; ended streams leave free rows
-until the batch fits a smaller size), and shapes are compiled on a background thread: until a shape
-is ready the step runs the bundle's own graph function, which computes the same thing.
+With ``xla=True`` the bundle's ``advance`` is also compiled with XLA (``jit_compile``: the same
+function, fused). XLA compiles one program per input shape, so the batch then keeps its rows in a few
+fixed sizes (``row_capacity``; ended streams leave free rows until the batch fits a smaller size), and
+shapes that recur are compiled on a background thread: until a shape is ready the step runs the
+bundle's own graph function, which computes the same thing. It is off by default: on a quiet 2-core
+machine bare XLA steps ran about 1.3x faster at 64 streams (FINDINGS.md), but on the shared, loaded
+machines this was measured on (load average 10 and more) the engine with XLA was slower than without,
+in characters per second and in time to first text (bench/results/decode.md has the bare figures).
 
-``Engine.fixed_steps()`` is the engine as it was before (16-character steps, rows packed exactly, no
-XLA): the benchmark's baseline.
+``Engine.fixed_steps()`` is the engine as it was before (16-character steps, a joiner's first step 4):
+the benchmark's baseline.
 
 The state tensors (``state``, ``phase``, ``probs``) are opaque here: rows are joined, gathered and
 passed back to ``advance``. The sampling rule lives in the bundle (``advance`` samples with it), and a
@@ -55,7 +58,8 @@ CHUNK = 16  # characters per message to a stream; also the step of fixed_steps()
 FIRST_CHUNK = 2  # a joining stream's first step, to cut its time to first text
 STEP_BUDGET = 0.02  # seconds a step may take, so a joining stream waits at most about that long
 STEP_SIZES = (1, 2, 4, 8, 16)  # characters per step: few sizes, so XLA compiles few programs
-FLUSH_SECONDS = 0.05  # hand a stream what it has after this long, even when less than CHUNK
+FLUSH_SECONDS = 1.0  # hand a stream what it has after this long, even when less than CHUNK (a
+# slow batch): more often would mean many small messages, which cost the whole server CPU
 MAX_SEED = 2**64 - 1
 MAX_STOPS, MAX_STOP_CHARS = 4, 64
 
@@ -201,7 +205,7 @@ class Engine:
 
     def __init__(self, max_streams: int = 256, max_length: int = 10_000, max_prompt: int = 10_000,
                  chunk: int = CHUNK, first_chunk: int = FIRST_CHUNK, step_budget: float | None = STEP_BUDGET,
-                 xla: bool = True):
+                 xla: bool = False):
         self.max_streams = max_streams
         self.max_length = max_length
         self.max_prompt = max_prompt
