@@ -193,18 +193,18 @@ def main(argv=None) -> int:
     if args.measure:
         print(json.dumps(measure(args.measure)))
         return 0
-    if not CORPUS.is_file():
-        print(f"error: the corpus {CORPUS} does not exist; set TEXTGEN_SHARED_CORPORA to the folder that holds "
-              "tinyshakespeare.txt", file=sys.stderr)
-        return 1
     if args.cpu_dry_run:
         machine = {"gpu": "none (--cpu-dry-run)", "tensorflow": __import__("tensorflow").__version__}
     else:
-        try:
+        try:  # the GPU first: without one nothing else matters
             machine = preflight()
         except NoGpu as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+    if not CORPUS.is_file():
+        print(f"error: the corpus {CORPUS} does not exist; set TEXTGEN_SHARED_CORPORA to the folder that holds "
+              "tinyshakespeare.txt", file=sys.stderr)
+        return 1
     machine.update(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
                    date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load=os.getloadavg()[0])
     results = args.results or (Path(tempfile.mkdtemp(prefix="gpu-check-")) if args.cpu_dry_run else RESULTS)

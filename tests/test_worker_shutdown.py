@@ -7,7 +7,7 @@
   check within the liveness TTL plus one check, never left ``started``.
 
 Each test prints the time from the signal to the job's resumption. Jobs are tiny (LSTM(16), windows
-of 10, 4 batches an epoch).
+of 10, 64 batches an epoch).
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from textgen import jobs as record
 from tests.redis_helpers import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"lstm_layer_sizes": [16], "sample_len": 10, "examples_per_epoch": 256, "batch_size": 64,
+# 64 batches an epoch: long enough on a quiet machine for batch events (at most 5 a second) inside an epoch.
+TINY = {"lstm_layer_sizes": [16], "sample_len": 10, "examples_per_epoch": 4096, "batch_size": 64,
         "display_length": 0, "seed": 1}
 LIVENESS_TTL_S = 2.0
 GRACE_S = 30  # compose's stop_grace_period for the worker
