@@ -107,6 +107,19 @@ def chunks_with_logprobs(generation: Generation):
         yield text, logprobs
 
 
+
+async def first_chunk(generation: Generation) -> tuple[BlockingStream, AsyncIterator, tuple[str, list]]:
+    """Read ``generation`` as ``(text, logprobs)`` chunks and wait for the first, so that an error
+    before any text (bad temperature, unknown model, too many streams) is raised here, while the
+    caller can still answer with an HTTP status. Returns the stream (to close), the rest, the first."""
+    stream = BlockingStream(chunks_with_logprobs(generation), generation.cancel)
+    chunks = stream.__aiter__()
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = ("", [])
+    return stream, chunks, first
+
 @router.post("/generate", tags=["generate"], summary="Stream generated text as Server-Sent Events",
              response_description="SSE: `start` {model, version, prompt, seed}, `text` {text} per chunk "
                                   "({text, logprobs} with logprobs=true), then `end` {reason: length or stop, "
@@ -118,12 +131,7 @@ async def generate(body: GenerateBody, client: Client = Depends(caller_client)):
     logprobs = bool(extra.get("logprobs"))
     generation = client.generate(body.model, prompt=body.prompt, length=body.length, temperature=body.temperature,
                                  seed=body.seed, version=body.version, **extra)
-    stream = BlockingStream(chunks_with_logprobs(generation), generation.cancel)
-    chunks = stream.__aiter__()
-    try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        first = ("", [])
+    stream, chunks, first = await first_chunk(generation)
     # An error before the first text (bad temperature, unknown model, too many streams) is the HTTP status.
 
     def text_event(text: str, chunk_logprobs: list) -> dict:

@@ -25,10 +25,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from client.api import Client, TextgenError
-from web.api import caller_client, chunks_with_logprobs, stop_list
+from web.api import caller_client, first_chunk, stop_list
 from web.convert import http_status
 from textgen.v1 import textgen_pb2 as pb
-from web.streams import SSE_HEADERS, BlockingStream
+from web.streams import SSE_HEADERS
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -150,12 +150,7 @@ async def completions(body: CompletionBody, client: Client = Depends(caller_clie
     name, version = split_model(body.model)
     generation = client.generate(name, prompt=prompt, length=body.max_tokens, temperature=body.temperature,
                                  seed=body.seed, version=version, **extra)
-    stream = BlockingStream(chunks_with_logprobs(generation), generation.cancel)
-    chunks = stream.__aiter__()
-    try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        first = ("", [])
+    stream, chunks, first = await first_chunk(generation)
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     used_prompt = generation.start.prompt if generation.start else prompt
