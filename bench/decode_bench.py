@@ -2,8 +2,9 @@
 
 ``python -m bench.decode_bench [--quick] [--results DIR]``. In one run on this machine: train a
 128,128 LSTM on tinyshakespeare briefly, publish it in a temporary data directory, start two
-``python -m server`` processes on loopback ports, one with today's engine (time-sized steps) and
-one with the engine before it (``Engine.fixed_steps()``: 16-character steps), and measure, alternating between them: time to first chunk on an idle server and while
+``python -m server`` processes on loopback ports, one with this engine (joining streams admitted beside the batch's step, XLA) and
+one with the engine before it (``Engine.fixed_steps()``: 16-character steps, joiners admitted between
+them, no XLA), and measure, alternating between them: time to first chunk on an idle server and while
 63 other streams run; aggregate characters per second through gRPC at 1, 64 and 256 streams. Also the
 machine's sgemm rate (a TF matmul of the decode step's shape) with each figure as a fraction of it,
 bare ``advance`` calls (graph and XLA), the reference loop (one ``predict`` per character) and the
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -57,7 +59,7 @@ TEMPERATURE = 0.5
 STREAMS = (1, 64, 256)
 BUSY = 64  # streams running while time to first chunk is measured under load (the probe and 63 others)
 ENGINES = ("new", "fixed")  # today's engine; the engine before it (Engine.fixed_steps())
-NAMES = {"new": "today's engine (time-sized steps)", "fixed": "before: fixed 16-character steps"}
+NAMES = {"new": "this engine (admission aside, XLA)", "fixed": "before: fixed 16-character steps"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,12 +121,14 @@ def main(argv=None) -> dict:
         out["naive"] = measure_naive(result.model, model, plan)
         reference = measure_reference(model, plan)
         store.close()
-        log("starting two servers: today's engine and the fixed-step one")
-        with server_process(data_dir) as new_addr, server_process(data_dir, fixed_steps=True) as fixed_addr:
-            channels = {"new": grpc.insecure_channel(new_addr), "fixed": grpc.insecure_channel(fixed_addr)}
+        log("starting two servers: this engine and the fixed-step one")
+        with server_process(data_dir) as new, server_process(data_dir, fixed_steps=True) as fixed:
+            channels = {"new": grpc.insecure_channel(new.addr), "fixed": grpc.insecure_channel(fixed.addr)}
             stubs = {key: textgen_pb2_grpc.TextGenStub(channel) for key, channel in channels.items()}
             warm_up(stubs, plan)
+            out["xla_compiles_warm_up"] = new.xla_compiles()
             out["throughput"] = measure_throughput(stubs, plan)
+            out["xla_compiles_throughput"] = new.xla_compiles()
             out["ttfc"] = {key: measure_ttfc(stubs[key], key, plan) for key in ENGINES}
             greedy = {key: grpc_generate(stubs[key], plan.reference_chars, temperature=0.0, seed=0)[0]
                       for key in ENGINES}
@@ -182,7 +186,7 @@ def flops_per_char(layers, sample_len: int, charset_size: int) -> float:
 # -- the servers, through gRPC ---------------------------------------------------------------------
 
 def serve_fixed_steps() -> int:
-    """``python -m server`` with ``Engine.fixed_steps()``: the engine before time-sized steps."""
+    """``python -m server`` with ``Engine.fixed_steps()``: the engine before this one."""
     from server import __main__ as server_main
     from server import app
     from server.engine import Engine
@@ -196,15 +200,14 @@ class server_process:
     SIGTERM on exit."""
 
     def __init__(self, data_dir: Path, fixed_steps: bool = False):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.addr = f"127.0.0.1:{sock.getsockname()[1]}"
-        env = dict(os.environ, TEXTGEN_ADDR=self.addr, TEXTGEN_DATA_DIR=str(data_dir), TEXTGEN_GRACE_SECONDS="2")
+        self.addr, self.metrics_addr = free_address(), free_address()
+        env = dict(os.environ, TEXTGEN_ADDR=self.addr, TEXTGEN_DATA_DIR=str(data_dir), TEXTGEN_GRACE_SECONDS="2",
+                   TEXTGEN_METRICS_ADDR=self.metrics_addr)
         command = ["-m", "bench.decode_bench", "--serve-fixed-steps"] if fixed_steps else ["-m", "server"]
         self.process = subprocess.Popen([sys.executable, *command], env=env, cwd=ROOT,
                                         stdout=subprocess.DEVNULL, stderr=open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "a"))
 
-    def __enter__(self) -> str:
+    def __enter__(self) -> "server_process":
         channel = grpc.insecure_channel(self.addr)
         health = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + 120
@@ -219,7 +222,20 @@ class server_process:
                 raise RuntimeError("the server did not come up")
             time.sleep(0.2)
         channel.close()
-        return self.addr
+        return self
+
+    def xla_compiles(self) -> dict:
+        """XLA programs the server compiled so far, and their seconds, by function (from /metrics)."""
+        text = urllib.request.urlopen(f"http://{self.metrics_addr}/metrics", timeout=10).read().decode()
+        found = {}
+        for line in text.splitlines():
+            for suffix, field in (("_count", "programs"), ("_sum", "seconds")):
+                prefix = f"textgen_xla_compile_seconds{suffix}{{function=\""
+                if line.startswith(prefix):
+                    function = line[len(prefix):].split('"', 1)[0]
+                    found.setdefault(function, {})[field] = float(line.rsplit(" ", 1)[1])
+        return found
+
 
     def __exit__(self, *exc) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -228,6 +244,12 @@ class server_process:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def free_address() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 def grpc_generate(stub, length: int, temperature: float = TEMPERATURE, seed: int | None = None):
@@ -243,12 +265,13 @@ def grpc_generate(stub, length: int, temperature: float = TEMPERATURE, seed: int
 
 
 def warm_up(stubs: dict, plan: Plan) -> None:
-    """Run every stream count twice on each server, so the measurements pay for no first call."""
-    log("warming up both servers at every stream count")
+    """Run the measured calls twice on each server, so the measurements pay for no first call and the
+    XLA programs of the shapes they use are compiled (as on a server that has been up for a while)."""
+    log("warming up both servers: the measured calls, twice")
     for _ in range(2):
         for key, stub in stubs.items():
             for streams in STREAMS:
-                grpc_rate(stub, streams, 100)
+                grpc_rate(stub, streams, plan.one_stream_chars if streams == 1 else plan.chars_per_stream)
 
 
 def measure_throughput(stubs: dict, plan: Plan) -> dict:
@@ -376,6 +399,20 @@ def log(message: str) -> None:
     print(f"[decode_bench] {message}", file=sys.stderr, flush=True)
 
 
+def compiles_text(compiles: dict | None) -> str:
+    if not compiles:
+        return "no programs"
+    return ", ".join(f"{c.get('programs', 0):.0f} of {function} ({c.get('seconds', 0):.1f} s)"
+                     for function, c in sorted(compiles.items()))
+
+
+def subtract(after: dict | None, before: dict | None) -> dict:
+    after, before = after or {}, before or {}
+    return {function: {field: value - before.get(function, {}).get(field, 0.0) for field, value in c.items()}
+            for function, c in after.items()
+            if c.get("programs", 0) - before.get(function, {}).get("programs", 0) > 0}
+
+
 def report(out: dict) -> str:
     best = {key: value["best"] for key, value in out["throughput"].items()}
     plan, m, r, n, t = Plan(**out["plan"]), out["model"], out["reference"], out["naive"], out["ttfc"]
@@ -404,7 +441,7 @@ def report(out: dict) -> str:
         f"Temperature {TEMPERATURE}. Machine: {machine['cpus']} CPUs, "
         f"{machine['platform']}, TensorFlow {machine['tensorflow']}, grpcio {machine['grpc']}; load average "
         f"before/after {machine['load_average_before'][0]:.2f} / {machine['load_average_after'][0]:.2f} "
-        "(the machine is shared: other processes ran during this benchmark).",
+        "(the benchmark itself keeps the CPUs busy; a load well above their number means other work shared them).",
         "",
         "## Time to first chunk (call to first text message, median)",
         "",
@@ -419,24 +456,28 @@ def report(out: dict) -> str:
         f"A character costs {out['flops_per_char'] / 1e6:.1f} MFLOP of matmuls, so each rate is also shown as a "
         "fraction of the sgemm rate (in parentheses).",
         "",
-        "| streams | today's engine | before (fixed 16-char steps) | today / before | bare `advance`, graph, "
+        "| streams | this engine | before (fixed 16-char steps) | this / before | bare `advance`, graph, "
         f"k = {CHUNK} | bare `advance`, XLA, k = {CHUNK} |",
         "|---:|---:|---:|---:|---:|---:|",
         *streams_rows,
         "",
         f"Reference loop (bundle `predict` per character, one stream): {r['chars_per_s']:,.0f} chars/s; naive port "
-        f"(Keras `model.predict` per character): {n['chars_per_s']:,.1f} chars/s. Today's engine through gRPC, one "
+        f"(Keras `model.predict` per character): {n['chars_per_s']:,.1f} chars/s. This engine through gRPC, one "
         f"stream: {best['new_1'] / n['chars_per_s']:,.0f}x the naive port; {BUSY} streams: "
         f"{best[f'new_{BUSY}'] / n['chars_per_s']:,.0f}x.",
         "",
-        f"Greedy text through gRPC equals the reference loop's ({r['chars']} characters): today's engine "
+        f"Greedy text through gRPC equals the reference loop's ({r['chars']} characters): this engine "
         f"{'yes' if greedy['new'] else 'NO'}, before {'yes' if greedy['fixed'] else 'NO'}.",
         "",
         "How, all measured in this run, nothing extrapolated: each engine runs in its own `python -m server` "
         "subprocess on a loopback port (both loaded, one idle while the other is measured); the clients are "
-        "threads of the benchmark process, on the same CPUs. Both servers first run every stream count twice. "
+        "threads of the benchmark process, on the same CPUs. Both servers first run the measured calls twice "
+        "(a warm-up: the new server compiles its XLA programs then; "
+        f"{compiles_text(out.get('xla_compiles_warm_up'))}, and "
+        f"{compiles_text(subtract(out.get('xla_compiles_throughput'), out.get('xla_compiles_warm_up')))} during "
+        "the throughput rounds). "
         "The XLA column is the bundle's `advance` wrapped in `tf.function(jit_compile=True)`, as "
-        "`Engine(xla=True)` runs it (off by default). Throughput is measured in "
+        "`Engine(xla=True)` (the default) runs it. Throughput is measured in "
         f"{plan.rounds} rounds, each running both engines at every stream count, alternating which goes first; "
         "the table shows each one's best round, decode.json every round. "
         f"1 stream: one call of {plan.one_stream_chars} characters, from the call to its last message. "

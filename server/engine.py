@@ -1,31 +1,30 @@
 """The decode engine: continuous batching of generation streams over a bundle's serving functions.
 
 Plain Python, no gRPC (the service adapts it). Every model version with active streams has one
-batch and one thread that loops:
+batch and two threads:
 
-1. admit the streams that joined since the last step: ``start`` them as one batch, run a short first
-   ``advance`` (``first_chunk`` characters) and hand them that text at once, then put their state
-   rows into the batch;
-2. free the rows of streams that ended (finished, cancelled);
-3. ``advance`` every row ``k`` characters at once, each stream with its own temperature and its own
-   next uniforms, and hand the text on.
+- the stepper loops: join the streams that were admitted since its last step (their state rows go
+  into the batch), free the rows of streams that ended (finished, cancelled), then ``advance`` every
+  row ``chunk`` characters at once, each stream with its own temperature and its own next uniforms,
+  and hand the text on;
+- the admitter takes the streams that arrived, ``start``s them as one batch from their prompts, runs a
+  short first ``advance`` (``first_chunk`` characters) and hands them that text at once, then leaves
+  their state for the stepper to join at its next step.
 
-A joining stream waits for the step in progress to end, so steps are sized by time: ``k`` is the
-largest of 1, 2, 4, 8, 16 characters whose step is expected to take at most ``step_budget`` seconds
-at the batch's size (measured as it runs). Text still reaches each stream in chunks of about
-``chunk`` characters (or every ``FLUSH_SECONDS``), so short steps do not mean more, smaller messages.
+So a stream that arrives while a long step runs does not wait for it: its prompt is read and its
+first text sampled beside that step, and the batch keeps its long steps, whose fixed cost per call
+is spread over ``chunk`` characters.
 
-With ``xla=True`` the bundle's ``advance`` is also compiled with XLA (``jit_compile``: the same
-function, fused). XLA compiles one program per input shape, so the batch then keeps its rows in a few
+With ``xla=True`` (the default) the bundle's ``advance`` is also compiled with XLA (``jit_compile``:
+the same function, fused, about 1.3x faster per character on a quiet 2-core machine at 64 streams,
+FINDINGS.md). XLA compiles one program per input shape, so the batch then keeps its rows in a few
 fixed sizes (``row_capacity``; ended streams leave free rows until the batch fits a smaller size), and
 shapes that recur are compiled on a background thread: until a shape is ready the step runs the
-bundle's own graph function, which computes the same thing. It is off by default: on a quiet 2-core
-machine bare XLA steps ran about 1.3x faster at 64 streams (FINDINGS.md), but on the shared, loaded
-machines this was measured on (load average 10 and more) the engine with XLA was slower than without,
-in characters per second and in time to first text (bench/results/decode.md has the bare figures).
+bundle's own graph function, which computes the same thing.
 
-``Engine.fixed_steps()`` is the engine as it was before (16-character steps, a joiner's first step 4):
-the benchmark's baseline.
+``Engine.fixed_steps()`` is the engine as it was before: joining streams are admitted by the stepper
+between its 16-character steps (a joiner's first step 4), rows packed exactly, no XLA. The
+benchmark's baseline.
 
 The state tensors (``state``, ``phase``, ``probs``) are opaque here: rows are joined, gathered and
 passed back to ``advance``. The sampling rule lives in the bundle (``advance`` samples with it), and a
@@ -54,12 +53,12 @@ from textgen.sampling import Uniforms
 
 log = logging.getLogger(__name__)
 
-CHUNK = 16  # characters per message to a stream; also the step of fixed_steps() (today's engine)
+CHUNK = 16  # characters per step and per message to a stream
 FIRST_CHUNK = 2  # a joining stream's first step, to cut its time to first text
-STEP_BUDGET = 0.02  # seconds a step may take, so a joining stream waits at most about that long
-STEP_SIZES = (1, 2, 4, 8, 16)  # characters per step: few sizes, so XLA compiles few programs
 FLUSH_SECONDS = 1.0  # hand a stream what it has after this long, even when less than CHUNK (a
 # slow batch): more often would mean many small messages, which cost the whole server CPU
+BLOCK_ROWS = 64  # with XLA, larger batches are stepped in blocks of this many rows (measured: 1.25x
+# faster at 256 streams than one 256-row program, whose state no longer fits the caches)
 MAX_SEED = 2**64 - 1
 MAX_STOPS, MAX_STOP_CHARS = 4, 64
 
@@ -73,12 +72,20 @@ _END = object()  # closes a stream's queue
 
 
 def row_capacity(rows: int) -> int:
-    """The batch size the state is kept at for ``rows`` streams: a multiple of 8 up to 64, of 16 up to
-    256, then of 64 (so XLA compiles a few dozen programs at most, and padding wastes little)."""
-    if rows <= 4:
-        return max(1, 1 << (rows - 1).bit_length())
-    step = 8 if rows <= 64 else 16 if rows <= 256 else 64
-    return -(-rows // step) * step
+    """The batch size the state is kept at for ``rows`` streams (with XLA): whole blocks of
+    BLOCK_ROWS, then the rest rounded up to 1, 2 or 4, or else to a multiple of 8. So every block is
+    one of 11 sizes (XLA compiles few programs) and padding wastes at most 7 rows."""
+    whole, rest = divmod(rows, BLOCK_ROWS)
+    if rest == 0:
+        return max(rows, 1)
+    if rest <= 4:
+        return whole * BLOCK_ROWS + (1 << (rest - 1).bit_length())
+    return whole * BLOCK_ROWS + -(-rest // 8) * 8
+
+
+def row_blocks(rows: int) -> list[tuple[int, int]]:
+    """The ``(first, end)`` rows of each block XLA steps apart: BLOCK_ROWS each, the last the rest."""
+    return [(first, min(first + BLOCK_ROWS, rows)) for first in range(0, rows, BLOCK_ROWS)]
 
 
 class Chunk(NamedTuple):
@@ -199,19 +206,19 @@ class Stream:
 class Engine:
     """Runs every stream submitted to it; ``submit`` is safe from any thread.
 
-    ``step_budget``: seconds a step should take (None: always ``chunk`` characters per step, as
+    ``chunk``: characters per step; ``first_chunk``: a joining stream's first step; ``admit_aside``:
+    admit joining streams on their own thread, beside the batch's step (else between steps, as
     ``fixed_steps()``); ``xla``: compile the bundle's ``advance`` with XLA.
     """
 
     def __init__(self, max_streams: int = 256, max_length: int = 10_000, max_prompt: int = 10_000,
-                 chunk: int = CHUNK, first_chunk: int = FIRST_CHUNK, step_budget: float | None = STEP_BUDGET,
-                 xla: bool = False):
+                 chunk: int = CHUNK, first_chunk: int = FIRST_CHUNK, admit_aside: bool = True, xla: bool = True):
         self.max_streams = max_streams
         self.max_length = max_length
         self.max_prompt = max_prompt
         self.chunk = chunk
         self.first_chunk = first_chunk
-        self.step_budget = step_budget
+        self.admit_aside = admit_aside
         self.xla = xla
         self._lock = threading.Condition()
         self._streams: set[Stream] = set()  # streams holding a slot: not yet ended
@@ -224,9 +231,10 @@ class Engine:
 
     @classmethod
     def fixed_steps(cls, *args, **kwargs) -> "Engine":
-        """The engine before time-sized steps and XLA: every step 16 characters (a joining stream's
-        first 4), rows packed exactly, the bundle's graph functions. The benchmark's baseline."""
-        return cls(*args, **{"chunk": CHUNK, "first_chunk": 4, "step_budget": None, "xla": False, **kwargs})
+        """The engine before admission aside and XLA: every step 16 characters, joining streams
+        admitted between steps (their first step 4), rows packed exactly, the bundle's graph
+        functions. The benchmark's baseline."""
+        return cls(*args, **{"chunk": CHUNK, "first_chunk": 4, "admit_aside": False, "xla": False, **kwargs})
 
     def submit(self, model: ServedModel, prompt: str, length: int, temperature: float,
                seed: int | None = None, *, top_k: int = 0, top_p: float = 1.0, stop=(),
@@ -271,7 +279,7 @@ class Engine:
             batch = self._batches.get(model)
             if batch is None:
                 batch = self._batches[model] = _Batch(self, model, self._functions_of(model))
-                batch.thread.start()
+                batch.start()
             batch.pending.append(stream)
             self._lock.notify_all()
         return stream
@@ -290,6 +298,7 @@ class Engine:
             self._stopping = True
             self._lock.notify_all()
             threads = [batch.thread for batch in self._batches.values()]
+            self._lock.notify_all()
             compiler = self._compiler
         for thread in threads:
             thread.join(timeout=5.0)
@@ -375,62 +384,103 @@ class _Compiler:
 
 
 class _Functions:
-    """A model's ``start`` and ``advance``, the latter also compiled with XLA for the shapes that recur.
+    """A model's ``start`` and ``advance``, also compiled with XLA for the shapes that recur.
 
-    ``advance`` runs the XLA program when the shape ``[rows, k]`` has one. Otherwise it runs the
-    bundle's graph function, and once a shape has been stepped HOT_STEPS times its program is compiled
-    in the background (a compile costs about a second of CPU: only for shapes worth it).
+    Each runs the XLA program when its input shape has one. Otherwise it runs the bundle's graph
+    function, and once a shape has been used ``HOT`` times its program is compiled in the background
+    (a compile costs a second or two of CPU: only for shapes worth it). ``start`` pads its rows to
+    ``row_capacity``, so that prompts arriving in groups of any size need few programs.
     """
 
-    HOT_STEPS = 16
+    HOT = {"advance": 2, "start": 2}
 
     def __init__(self, model: ServedModel, compiler: _Compiler | None):
         self.model = model
         self.controls = model.controls
-        self._graph = model.functions.advance
+        self._graph = {"advance": model.functions.advance, "start": model.functions.start}
         self._compiler = compiler
-        self._compiled: set[tuple[int, int]] = set()
-        self._steps: dict[tuple[int, int], int] = {}  # steps run by the graph function, by shape
+        self._compiled: set[tuple] = set()  # (function, shape) with an XLA program
+        self._uses: dict[tuple, int] = {}  # graph calls by (function, shape)
         if compiler is not None:
-            graph = self._graph
-            self._xla = tf.function(lambda **inputs: graph(**inputs), jit_compile=True, reduce_retracing=True)
+            self._xla = {name: _jit(fn) for name, fn in self._graph.items()}
 
     def start(self, prompt: np.ndarray, lengths: np.ndarray) -> dict:
-        return dict(self.model.functions.start(prompt=tf.constant(prompt), lengths=tf.constant(lengths)))
+        """The bundle's ``start``: state rows for ``prompt``'s rows."""
+        rows = len(prompt)
+        if self._compiler is not None and row_capacity(rows) > rows:  # a free row: the shortest prompt
+            pad = row_capacity(rows) - rows
+            prompt = np.concatenate([prompt, np.zeros([pad, prompt.shape[1]], np.int32)])
+            lengths = np.concatenate([lengths, np.ones([pad], np.int32)])
+        state = self._blocks("start", dict(prompt=tf.constant(prompt), lengths=tf.constant(lengths)), "prompt")
+        return state if len(prompt) == rows else {key: value[:rows] for key, value in state.items()}
 
     def advance(self, inputs: dict, compiled: bool = True) -> dict:
         """The bundle's ``advance`` on ``inputs``; ``compiled``: XLA may run it (or be compiled for it)."""
-        shape = tuple(inputs["uniforms"].shape)
-        if shape in self._compiled:
-            return dict(self._xla(**inputs))
-        if compiled and self._compiler is not None:
-            steps = self._steps[shape] = self._steps.get(shape, 0) + 1
-            if steps == self.HOT_STEPS:
-                self._compiler.submit(lambda: self._compile(inputs))
-        return dict(self._graph(**inputs))
+        return self._blocks("advance", inputs, "uniforms", compiled)
 
-    def _compile(self, inputs: dict) -> None:
-        self._xla(**inputs)  # the first call with a shape compiles it
-        self._compiled.add(tuple(inputs["uniforms"].shape))
+    def _blocks(self, name: str, inputs: dict, shaped: str, compiled: bool = True) -> dict:
+        """``name`` on ``inputs``; with XLA, in blocks of at most BLOCK_ROWS rows (``shaped``: the
+        input whose shape names the program)."""
+        rows = inputs[shaped].shape[0]
+        if self._compiler is None or not compiled or rows <= BLOCK_ROWS:
+            return self._call(name, inputs, tuple(inputs[shaped].shape), compiled)
+        outs = []
+        for first, end in row_blocks(rows):
+            block = {key: value[first:end] for key, value in inputs.items()}
+            outs.append(self._call(name, block, tuple(block[shaped].shape)))
+        return {key: tf.concat([out[key] for out in outs], axis=0) for key in outs[0]}
+
+    def _call(self, name: str, inputs: dict, shape: tuple, compiled: bool = True) -> dict:
+        key = (name, shape)
+        if key in self._compiled:
+            return dict(self._xla[name](**inputs))
+        if compiled and self._compiler is not None:
+            uses = self._uses[key] = self._uses.get(key, 0) + 1
+            if uses == self.HOT[name]:
+                self._compiler.submit(lambda: self._compile(key, inputs))
+        return dict(self._graph[name](**inputs))
+
+    def _compile(self, key: tuple, inputs: dict) -> None:
+        began = time.perf_counter()
+        self._xla[key[0]](**inputs)  # the first call with a shape compiles it
+        metrics.COMPILE_SECONDS.labels(function=key[0]).observe(time.perf_counter() - began)
+        self._compiled.add(key)
+
+
+def _jit(fn):
+    """``fn`` (a bundle's function) compiled with XLA, one program per input shape."""
+    return tf.function(lambda **inputs: fn(**inputs), jit_compile=True, reduce_retracing=True)
 
 
 class _Batch:
-    """The active streams of one model version, their decode state, and the thread that steps them.
+    """The active streams of one model version, their decode state, and the threads that step them.
 
     Row ``i`` of every state tensor belongs to ``rows[i]``; a None row is free (its results are
     ignored). With XLA the number of rows is ``row_capacity`` of the streams, else exactly their number.
+    A stream moves from ``pending`` (submitted) to ``admitting`` (being started) to ``ready`` (started,
+    first text sent: waiting for the next step) to ``rows``; all but ``rows`` are guarded by the
+    engine's lock, and only the stepper touches ``rows`` and ``state``.
     """
 
     def __init__(self, engine: Engine, model: ServedModel, functions: _Functions):
         self.engine = engine
         self.model = model
         self.functions = functions
-        self.pending: list[Stream] = []  # joined since the last step; guarded by engine._lock
-        self.joining: list[Stream] = []  # being admitted in this step
+        self.pending: list[Stream] = []  # submitted, not yet being admitted
+        self.admitting: list[Stream] = []  # being started
+        self.ready: list[tuple[list[Stream], dict]] = []  # started streams and their state, to join
         self.rows: list[Stream | None] = []  # one per state row
         self.state: dict[str, tf.Tensor] | None = None  # the model's state tensors, [rows, ...] each
-        self.per_char: dict[int, float] = {}  # seconds per character of a step, by number of rows
-        self.thread = threading.Thread(target=self._run, name=f"decode-{model.name}-{model.version}", daemon=True)
+        self.retired = False
+        name = f"{model.name}-{model.version}"
+        self.thread = threading.Thread(target=self._run, name=f"decode-{name}", daemon=True)
+        self.admitter = (threading.Thread(target=self._run_admitter, name=f"admit-{name}", daemon=True)
+                         if engine.admit_aside else None)
+
+    def start(self) -> None:
+        self.thread.start()
+        if self.admitter is not None:
+            self.admitter.start()
 
     @property
     def streams(self) -> list[Stream]:
@@ -439,6 +489,7 @@ class _Batch:
     def _capacity(self, rows: int) -> int:
         return row_capacity(rows) if self.engine.xla else rows
 
+    # -- the stepper --------------------------------------------------------------------------------
     def _run(self) -> None:
         try:
             while self._step():
@@ -449,24 +500,41 @@ class _Batch:
             with engine._lock:
                 if engine._batches.get(self.model) is self:
                     del engine._batches[self.model]  # a later stream starts a fresh batch
-                doomed = self.streams + self.joining + self.pending
-                self.rows, self.joining, self.pending = [], [], []
+                self.retired = True
+                doomed = self.streams + [s for group, _ in self.ready for s in group] + self.pending
+                if self.admitter is None:
+                    doomed += self.admitting
+                self.rows, self.ready, self.pending = [], [], []
+                engine._lock.notify_all()
             for stream in doomed:
                 engine._end(stream, FAILED)
-            self._forget(len(doomed))
+            self._forget(len(doomed))  # the admitter forgets its own
 
     def _step(self) -> bool:
-        """One round: admit, drop, advance. Returns False when the batch is empty and retired."""
+        """One round: join, drop, advance. Returns False when the batch is empty and retired."""
         engine = self.engine
         with engine._lock:
-            self.joining, self.pending = self.pending, []
+            if self.admitter is not None:  # nothing to step: wait for admitted streams (or none to come)
+                engine._lock.wait_for(lambda: self.streams or self.ready or engine._stopping
+                                      or not (self.pending or self.admitting))
+            else:
+                self.admitting, self.pending = self.pending, []
+            groups, self.ready = self.ready, []
             stopping = engine._stopping
+            unstarted = []
+            if stopping and self.admitter is not None:
+                unstarted, self.pending = self.pending, []
+        if self.admitter is None:
+            joiners = self._without_ended(self.admitting)
+            if joiners:
+                groups = [(joiners, self._start(joiners))]
+            self.admitting = []
         if stopping:
-            for stream in self.streams + self.joining:
+            for stream in self.streams + [s for group, _ in groups for s in group] + unstarted:
                 engine._end(stream, SHUTDOWN)
-        self.joining = self._without_ended(self.joining)
-        if self.joining:
-            self._admit(self.joining)
+            self._forget(len(unstarted))
+        if groups:
+            self._join(groups)
         self._drop_ended()
         if self.streams:
             self.state = self._advance(self.rows, self.state, self._step_size())
@@ -474,19 +542,56 @@ class _Batch:
         return not self._retire()
 
     def _step_size(self) -> int:
-        """Characters for the next step: ``chunk`` with fixed steps, else the largest step size
-        expected to fit the time budget at this many rows (1 until that is measured)."""
-        longest = max(s.remaining for s in self.streams)
-        if self.engine.step_budget is None:
-            return min(self.engine.chunk, longest)
-        per_char = self.per_char.get(len(self.rows))
-        k = max((k for k in STEP_SIZES if per_char is not None and k * per_char <= self.engine.step_budget),
-                default=1)
-        if longest < k:  # the smallest step size that finishes every stream: few shapes for XLA
-            k = next(size for size in STEP_SIZES if size >= longest)
-        return k
+        """``chunk`` characters, or without XLA fewer when every stream needs fewer. (With XLA a
+        shorter step would be another shape to compile, and XLA's step of ``chunk`` costs little more.)"""
+        if self.engine.xla:
+            return self.engine.chunk
+        return min(self.engine.chunk, max(s.remaining for s in self.streams))
 
-    def _admit(self, joiners: list[Stream]) -> None:
+    def _join(self, groups: list[tuple[list[Stream], dict]]) -> None:
+        """Put started streams' state rows after the running rows."""
+        running = [i for i, s in enumerate(self.rows) if s is not None]
+        order, joined, offset = list(running), [], len(self.rows)
+        for streams, state in groups:
+            order += range(offset, offset + len(streams))
+            offset += len(streams)
+            joined.append(state)
+        capacity = self._gather(order, joined)
+        rows = [self.rows[i] for i in running] + [s for streams, _ in groups for s in streams]
+        self.rows = rows + [None] * (capacity - len(rows))
+
+    # -- admission ----------------------------------------------------------------------------------
+    def _run_admitter(self) -> None:
+        engine = self.engine
+        while True:
+            with engine._lock:
+                engine._lock.wait_for(lambda: self.pending or self.retired)
+                if self.retired:
+                    return
+                self.admitting, self.pending = self.pending, []
+            joiners, state = self._without_ended(self.admitting), None
+            try:
+                if joiners:
+                    state = self._start(joiners)
+            except Exception:
+                log.exception("starting streams of model %s version %d failed", self.model.name, self.model.version)
+                for stream in joiners:
+                    engine._end(stream, FAILED)
+                self._forget(len(joiners))
+                joiners = []
+            with engine._lock:
+                if joiners:
+                    if self.retired:  # the stepper failed meanwhile
+                        for stream in joiners:
+                            engine._end(stream, FAILED)
+                        self._forget(len(joiners))
+                    else:
+                        self.ready.append((joiners, state))
+                self.admitting = []
+                engine._lock.notify_all()
+
+    def _start(self, joiners: list[Stream]) -> dict:
+        """Read the joiners' prompts and sample their first characters (handed on at once); their state."""
         sample_len = self.model.sample_len
         prompt = np.zeros([len(joiners), sample_len], np.int32)
         for row, stream in zip(prompt, joiners):
@@ -494,14 +599,9 @@ class _Batch:
         lengths = np.array([len(s._window) for s in joiners], np.int32)
         state = self.functions.start(prompt, lengths)
         first = min(self.engine.first_chunk, max(s.remaining for s in joiners))
-        state = self._advance(joiners, state, first, compiled=False)  # small and varied shapes: no XLA
-        running = [i for i, s in enumerate(self.rows) if s is not None]
-        order = running + [len(self.rows) + i for i in range(len(joiners))]
-        capacity = self._gather(order, state)
-        with self.engine._lock:
-            self.rows, self.joining = [self.rows[i] for i in running] + joiners, []
-            self.rows += [None] * (capacity - len(self.rows))
+        return self._advance(joiners, state, first, compiled=False)  # small and varied shapes: no XLA
 
+    # -- both ---------------------------------------------------------------------------------------
     def _advance(self, rows: list[Stream | None], state: dict, k: int, compiled: bool = True) -> dict:
         """Sample and feed ``k`` characters for every row of ``state``; hand each stream its share.
 
@@ -522,26 +622,23 @@ class _Batch:
         inputs = dict(state, temperature=tf.constant(temperature), uniforms=tf.constant(uniforms))
         if self.functions.controls:
             inputs.update(top_k=tf.constant(top_k), top_p=tf.constant(top_p))
-        began = time.perf_counter()
         with metrics.decode_step(sum(1 for stream in rows if stream is not None)):
             out = self.functions.advance(inputs, compiled)
         ids = out.pop("ids").numpy()
         logprobs = out.pop("logprobs").numpy() if "logprobs" in out else None
-        seconds = (time.perf_counter() - began) / k
-        previous = self.per_char.get(count, seconds)
-        self.per_char[count] = 0.7 * previous + 0.3 * seconds  # smoothed: one slow step is noise
         for i, stream in enumerate(rows):
             if takes[i] and stream.stop_reason is None:
                 stream._add(ids[i, :takes[i]], None if logprobs is None else logprobs[i, :takes[i]])
         return out
 
-    def _gather(self, order: list[int], joined: dict | None = None) -> int:
-        """Rebuild the state from rows ``order`` of the current state followed by ``joined``'s rows,
-        padded with copies of a row (free rows) up to the capacity. Returns the number of rows."""
+    def _gather(self, order: list[int], joined: list[dict] = ()) -> int:
+        """Rebuild the state from rows ``order`` of the current state followed by the ``joined``
+        states' rows, padded with copies of a row (free rows) up to the capacity. Returns the number
+        of rows."""
         if not order:
             self.state = None
             return 0
-        parts = ([self.state] if self.state is not None else []) + ([joined] if joined is not None else [])
+        parts = ([self.state] if self.state is not None else []) + list(joined)
         order = order + [order[0]] * (self._capacity(len(order)) - len(order))
         index = tf.constant(order, tf.int32)
         self.state = {key: tf.gather(tf.concat([part[key] for part in parts], axis=0) if len(parts) > 1
@@ -553,16 +650,14 @@ class _Batch:
         ended = [i for i, s in enumerate(self.rows) if s is not None and s.stop_reason is not None]
         if not ended:
             return
-        with self.engine._lock:
-            for i in ended:
-                self.rows[i] = None
-            self.engine._held -= len(ended)
+        for i in ended:
+            self.rows[i] = None
+        self._forget(len(ended))
         running = [i for i, s in enumerate(self.rows) if s is not None]
         if self._capacity(len(running)) < len(self.rows):
             capacity = self._gather(running)
-            with self.engine._lock:
-                self.rows = [self.rows[i] for i in running]
-                self.rows += [None] * (capacity - len(self.rows))
+            self.rows = [self.rows[i] for i in running]
+            self.rows += [None] * (capacity - len(self.rows))
 
     def _without_ended(self, streams: list[Stream]) -> list[Stream]:
         """``streams`` less those that ended, which the engine then no longer holds."""
@@ -576,10 +671,12 @@ class _Batch:
                 self.engine._held -= count
 
     def _retire(self) -> bool:
-        """Leave the engine if no stream joined meanwhile; returns whether it did."""
+        """Leave the engine if no stream is on its way in; returns whether it did."""
         with self.engine._lock:
-            if self.pending or self.streams:
+            if self.pending or self.admitting or self.ready or self.streams:
                 return False
             if self.engine._batches.get(self.model) is self:
                 del self.engine._batches[self.model]
+            self.retired = True
+            self.engine._lock.notify_all()
             return True

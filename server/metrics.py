@@ -10,6 +10,7 @@
 | textgen_decode_step_seconds                   | histogram |                         | one batched ``advance`` call      |
 | textgen_decode_batch_size                     | histogram |                         | streams in that call              |
 | textgen_scored_characters_total               | counter   | model                   | characters scored by Score        |
+| textgen_xla_compile_seconds                   | histogram | function                | one XLA program compiled          |
 | textgen_model_versions_loaded                 | gauge     | model                   | versions of each model served     |
 | textgen_model_latest_version                  | gauge     | model                   | the version "latest" means        |
 
@@ -49,6 +50,10 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=PROCESS)
 SCORED = Counter("textgen_scored_characters", "Characters whose log-likelihood Score computed.",
                  ["model"], registry=PROCESS)
+COMPILE_SECONDS = Histogram(
+    "textgen_xla_compile_seconds", "Time to compile one XLA program of a decode function (start or advance) "
+    "for one input shape, on the engine's background thread.", ["function"],
+    buckets=(0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0), registry=PROCESS)
 
 
 @contextlib.contextmanager

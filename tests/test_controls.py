@@ -122,7 +122,7 @@ def test_a_stop_string_ends_the_stream_just_before_it_across_chunks(store):
     stop = full[203:206]  # three characters that first appear at 203 or earlier
     cut = full.find(stop)
     # steps of 1 character and messages of at most 2: the match always spans chunks
-    engine = Engine(chunk=2, first_chunk=1, step_budget=None, xla=False)
+    engine = Engine(chunk=2, first_chunk=1, xla=False)
     text, _, stream = run(engine, model, SHORT, 400, 0.9, 5, stop=["no such text", stop])
     engine.shutdown(0)
     assert text == full[:cut]

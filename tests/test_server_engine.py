@@ -70,8 +70,8 @@ def test_seeded_sampling_equals_the_reference_and_ignores_63_other_streams(store
 def test_text_does_not_depend_on_how_steps_are_chunked(store):
     model = store.get(MODELS["two"])
     texts = []
-    engines = [Engine.fixed_steps(), Engine(chunk=7, first_chunk=1, step_budget=None),
-               Engine(chunk=64, first_chunk=64, step_budget=None), Engine(step_budget=1e-6), Engine(step_budget=10.0)]
+    engines = [Engine.fixed_steps(), Engine(chunk=7, first_chunk=1, admit_aside=False, xla=False),
+               Engine(chunk=64, first_chunk=64), Engine(chunk=1, first_chunk=1), Engine(chunk=5, first_chunk=3)]
     for engine in engines:
         texts.append(text_of(engine, model, LONG, 101, 0.9, seed=77)[0])
         engine.shutdown(0)
@@ -87,17 +87,38 @@ def test_the_xla_compiled_step_draws_what_the_bundles_graph_function_draws(store
     state = functions.start(prompt, np.full([64], SAMPLE_LEN, np.int32))
     inputs = dict(state, temperature=tf.fill([64], temperature), uniforms=tf.constant(rng.random((64, 16), np.float32)),
                   top_k=tf.zeros([64], tf.int32), top_p=tf.ones([64]))
-    functions._compile(inputs)
+    functions._compile(("advance", (64, 16)), inputs)
     compiled = functions.advance(inputs)
     graph = model.functions.advance(**inputs)
     np.testing.assert_array_equal(compiled["ids"].numpy(), graph["ids"].numpy())
     np.testing.assert_allclose(compiled["probs"].numpy(), graph["probs"].numpy(), atol=1e-5)
 
 
-def test_batches_keep_few_row_counts_so_xla_compiles_few_programs():
-    assert [engine_module.row_capacity(n) for n in (1, 2, 3, 5, 8, 9, 63, 64, 65, 250, 256, 257)] == [
-        1, 2, 4, 8, 8, 16, 64, 64, 80, 256, 256, 320]
-    assert len({engine_module.row_capacity(n) for n in range(1, 257)}) == 23
+def test_the_xla_compiled_start_of_a_padded_group_reads_prompts_as_the_bundles_graph_function(store):
+    model = store.get(MODELS["two"])
+    functions = engine_module._Functions(model, engine_module._Compiler())
+    rng = np.random.default_rng(2)
+    prompt = rng.integers(0, len(model.charset), size=(5, SAMPLE_LEN)).astype(np.int32)
+    lengths = np.array([SAMPLE_LEN, 1, 7, SAMPLE_LEN - 1, 3], np.int32)
+    graph = {key: value.numpy() for key, value in model.functions.start(prompt=prompt, lengths=lengths).items()}
+    for _ in range(functions.HOT["start"]):  # a shape used this often gets its program (8 rows: 5 padded)
+        functions.start(prompt, lengths)
+    assert wait_for(lambda: ("start", (8, SAMPLE_LEN)) in functions._compiled, timeout=60)
+    compiled = functions.start(prompt, lengths)
+    assert {key: value.shape[0] for key, value in compiled.items()} == {key: 5 for key in graph}
+    np.testing.assert_array_equal(compiled["phase"].numpy(), graph["phase"])
+    np.testing.assert_allclose(compiled["state"].numpy(), graph["state"], atol=1e-5)
+    np.testing.assert_allclose(compiled["probs"].numpy(), graph["probs"], atol=1e-5)
+
+
+def test_batches_keep_few_block_shapes_so_xla_compiles_few_programs():
+    capacity, blocks = engine_module.row_capacity, engine_module.row_blocks
+    assert [capacity(n) for n in (1, 2, 3, 5, 8, 9, 63, 64, 65, 67, 70, 250, 256, 257)] == [
+        1, 2, 4, 8, 8, 16, 64, 64, 65, 68, 72, 256, 256, 257]
+    assert blocks(200) == [(0, 64), (64, 128), (128, 192), (192, 200)]
+    sizes = {end - first for n in range(1, 1025) for first, end in blocks(capacity(n))}
+    assert sizes == {1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64}
+    assert all(0 <= capacity(n) - n <= 7 for n in range(1, 1025))
 
 
 @pytest.mark.parametrize("length", [1, 3, 4, 5, 16, 17, 33])
@@ -216,3 +237,23 @@ def test_store_refuses_bad_names_before_building_a_path(store, name):
         store.get(name)
     with pytest.raises(BadRequest, match="invalid model name"):
         store.delete(name, 1)
+
+
+@pytest.mark.parametrize("aside", [True, False], ids=["admitted-aside", "fixed-steps"])
+def test_a_joining_stream_gets_its_first_text_without_waiting_for_the_step_in_progress(store, aside):
+    model = store.get(MODELS["two"])
+    # One long step (4,000 characters at once) runs while a second stream joins.
+    engine = Engine(chunk=4000, first_chunk=2, admit_aside=aside, xla=False)
+    try:
+        running = engine.submit(model, SHORT, 8000, 0.5, seed=1)
+        chunks = iter(running)
+        assert len(next(chunks)) == 2  # admitted; its 4,000-character step now runs
+        joiner = engine.submit(model, LONG, 10, 0.5, seed=2)
+        first = next(iter(joiner))
+        in_step = running.produced == 2  # the running stream's step had not ended yet
+        assert len(first) == 2
+        assert in_step is aside  # the fixed-step engine admits only between steps
+        assert "".join(joiner) and joiner.produced == 10
+        assert joiner.stop_reason == engine_module.LENGTH
+    finally:
+        engine.shutdown(0)

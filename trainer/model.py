@@ -40,7 +40,7 @@ def build_model(charset_size: int, lstm_layer_sizes=LSTM_LAYER_SIZES, all_positi
         # Default activations, no recurrent dropout, no mask: the conditions for the cuDNN kernel on a
         # GPU. Dropout between layers acts on the outputs only, which keeps them.
         x = layers.LSTM(units, return_sequences=all_positions or not last, name=f"lstm_{i}", dtype=lstm_dtype)(x)
-        if dropout > 0 and not last:
+        if dropout > 0:
             x = layers.Dropout(dropout, name=f"dropout_{i}")(x)
     probs = layers.Dense(charset_size, activation="softmax", name="next_char", dtype="float32")(x)
     return keras.Model(ids, probs, name="char_lstm")
