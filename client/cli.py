@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ("lr-schedule", str, "constant (default) or cosine (warmup, then decay to a tenth)"),
                              ("warmup-steps", int, "steps of warmup for --lr-schedule cosine (default 0)"),
                              ("clip-norm", float, "clip gradients to this global norm (default 0: no clipping)"),
-                             ("dropout", float, "dropout between LSTM layers, in [0, 1) (default 0)"),
+                             ("dropout", float, "dropout after each LSTM layer (not recurrent), in [0, 1) (default 0)"),
                              ("precision", str, "float32 (default), bfloat16, or auto (bfloat16 on CPUs with it)")):
         submit.add_argument(f"--{flag}", type=kind, default=None, help=what)
     submit.add_argument("--objective", default=None, help="last (the original's, default) or all (every position)")

@@ -40,7 +40,7 @@ class TextGenServer:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.store = ModelStore(settings.models_dir, settings.reload_seconds)
-        self.engine = Engine(settings.max_streams, settings.max_length, settings.max_prompt)
+        self.engine = Engine(settings.max_streams, settings.max_length, settings.max_prompt, xla=settings.xla)
         interceptors = [RequestMetrics()]  # first: it sees every call's final status, refusals included
         if settings.tokens_file:
             interceptors.append(TokenAuth(read_tokens(settings.tokens_file)))

@@ -13,6 +13,7 @@
 | TEXTGEN_MAX_UPLOAD_BYTES   | 52428800         | largest corpus UploadCorpus accepts                      |
 | TEXTGEN_RELOAD_SECONDS     | 2                | how often the model store rescans models/                |
 | TEXTGEN_GRACE_SECONDS      | 10               | on SIGTERM, how long in-flight streams may take to end   |
+| TEXTGEN_XLA                | 1                | 1: compile the decode functions with XLA; 0: do not      |
 | TEXTGEN_TOKENS_FILE        | (none)           | one token per line; when set, every RPC but health needs |
 |                            |                  | metadata ``authorization: Bearer <token>``               |
 | TEXTGEN_TLS_CERT/_KEY      | (none)           | PEM files: serve TLS instead of plaintext                |
@@ -52,6 +53,7 @@ class Settings:
     tls_key: Path | None = None
     redis_url: str = shared_config.DEFAULT_REDIS_URL  # for the Training service's job queue
     metrics_addr: tuple[str, int] | None = shared_metrics.parse_addr(shared_metrics.SERVER_DEFAULT)  # None: off
+    xla: bool = True  # compile the decode functions with XLA (server/engine.py)
 
     @property
     def models_dir(self) -> Path:
@@ -84,7 +86,17 @@ class Settings:
             tls_key=key,
             redis_url=shared_config.redis_url(),
             metrics_addr=metrics_addr,
+            xla=_switch(env, "TEXTGEN_XLA", cls.xla),
         )
+
+
+def _switch(env, name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if raw not in ("0", "1"):
+        raise SettingsError(f"{name} must be 1 (on) or 0 (off), got {raw!r}")
+    return raw == "1"
 
 
 def _int(env, name: str, default: int) -> int:

@@ -42,7 +42,7 @@ def test_the_fast_recipe_sets_its_settings_and_flags_given_with_it_win():
     config = train_config(args)
     assert config == TrainConfig(**{**RECIPES["fast"].settings, "learning_rate": 1e-3, "epochs": 7,
                                     "recipe": "fast"})
-    assert (config.optimizer, config.lr_schedule, config.objective) == ("rmsprop", "cosine", "all")
+    assert (config.optimizer, config.lr_schedule, config.objective, config.dropout) == ("rmsprop", "cosine", "all", 0.2)
 
 
 def test_a_time_budget_lifts_the_epoch_cap_unless_epochs_are_given():
@@ -63,7 +63,8 @@ def test_the_help_says_what_each_recipe_changes(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "fast: every position of each window (--objective all), and the original's RMSprop at 1e-2 decayed" in out
+    assert "fast: every position of each window (--objective all), the original's RMSprop at 1e-2 decayed" in out
+    assert "and dropout 0.2 after each LSTM layer (--dropout 0.2)" in out
     assert "original: the original example's settings, unchanged" in out
 
 

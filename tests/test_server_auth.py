@@ -120,9 +120,10 @@ def test_settings_read_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("TEXTGEN_MAX_STREAMS", "8")
     monkeypatch.setenv("TEXTGEN_RELOAD_SECONDS", "0.5")
     monkeypatch.setenv("TEXTGEN_TOKENS_FILE", str(tmp_path / "tokens"))
+    monkeypatch.setenv("TEXTGEN_XLA", "0")
     settings = Settings.from_env()
-    assert (settings.addr, settings.models_dir, settings.max_streams, settings.reload_seconds) == (
-        "0.0.0.0:6000", tmp_path / "models", 8, 0.5)
+    assert (settings.addr, settings.models_dir, settings.max_streams, settings.reload_seconds, settings.xla) == (
+        "0.0.0.0:6000", tmp_path / "models", 8, 0.5, False)
     assert settings.tokens_file == tmp_path / "tokens"
 
 
@@ -132,6 +133,7 @@ def test_settings_read_the_environment(monkeypatch, tmp_path):
     ("TEXTGEN_MAX_UPLOAD_BYTES", "abc", "TEXTGEN_MAX_UPLOAD_BYTES must be a positive integer, got 'abc'"),
     ("TEXTGEN_RELOAD_SECONDS", "-1", "TEXTGEN_RELOAD_SECONDS must be a positive number of seconds, got '-1'"),
     ("TEXTGEN_TLS_CERT", "/x/cert.pem", "TLS needs both TEXTGEN_TLS_CERT and TEXTGEN_TLS_KEY"),
+    ("TEXTGEN_XLA", "yes", "TEXTGEN_XLA must be 1 (on) or 0 (off), got 'yes'"),
 ])
 def test_bad_settings_name_the_variable(monkeypatch, name, value, message):
     monkeypatch.delenv("TEXTGEN_TLS_KEY", raising=False)

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
           "(default 0)")
     flag(train, "clip-norm", type=_number, default=None,
           help="clip each step's gradients to this global norm; 0 = no clipping (default 0)")
-    flag(train, "dropout", type=_number, default=None, help="dropout between LSTM layers, in [0, 1) (default 0)")
+    flag(train, "dropout", type=_number, default=None, help="dropout after each LSTM layer (not recurrent), in [0, 1) (default 0)")
     flag(train, "precision", default=None,
           help="float32, bfloat16 (mixed), or auto: bfloat16 on CPUs that do it natively (default float32)")
     flag(train, "time-budget", type=_number, default=None, metavar="MINUTES",

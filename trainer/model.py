@@ -24,8 +24,8 @@ def build_model(charset_size: int, lstm_layer_sizes=LSTM_LAYER_SIZES, all_positi
                 dropout: float = 0.0, precision: str = "float32"):
     """A fresh model; layer names are fixed so weights move between the two output shapes.
 
-    ``dropout`` > 0 puts a Dropout layer after each LSTM but the last (active in training only; it has
-    no weights, so the serving model simply leaves it out). ``precision="bfloat16"`` computes the LSTMs
+    ``dropout`` > 0 puts a Dropout layer after each LSTM, the last included (before the softmax;
+    active in training only; it has no weights, so the serving model simply leaves it out). ``precision="bfloat16"`` computes the LSTMs
     in bfloat16 with float32 weights (Keras' mixed_bfloat16); the softmax stays float32.
     """
     lstm_dtype = "mixed_bfloat16" if precision == "bfloat16" else None

@@ -121,7 +121,7 @@ def test_the_page_asks_for_the_token_the_server_needs_then_loads(browser, web_st
     recipes = browser.execute_script("return [...document.querySelectorAll('#recipe option')].map(o => o.value)")
     assert recipes == ["original", "fast"] or recipes == ["fast", "original"]
     assert el(browser, "recipe").get_attribute("value") == "fast"
-    assert "Sets objective = all, lr_schedule = cosine." in text(browser, "recipe-info")
+    assert "Sets objective = all, lr_schedule = cosine, dropout = 0.2." in text(browser, "recipe-info")
     assert el(browser, "objective").get_attribute("value") == ""  # empty: the recipe's
     # the gateway passes the token on and never writes it down
     assert TOKEN not in web_stack.log("web").read_text()
@@ -161,8 +161,8 @@ def test_training_from_the_form_draws_the_charts_and_survives_a_reload(browser, 
     job_id = browser.execute_script("return localStorage.getItem('textgen.job')")
     options = web_stack.http.get(f"/api/v1/jobs/{job_id}").json()["options"]
     # the recipe's settings, as the form left them empty; the form's own values over them
-    assert (options["recipe"], options["objective"], options["lr_schedule"], options["epochs"]) == \
-        ("fast", "all", "cosine", 5)
+    assert (options["recipe"], options["objective"], options["lr_schedule"], options["dropout"], options["epochs"]) == \
+        ("fast", "all", "cosine", 0.2, 5)
     points = wait_until(lambda: int(attr(browser, "epoch-chart", "points")), what="a first epoch point")
     assert attr(browser, "job-state", "state") == "started"
     assert int(attr(browser, "batch-chart", "points")) > 0
