@@ -264,11 +264,14 @@ def grpc_generate(stub, length: int, temperature: float = TEMPERATURE, seed: int
     return "".join(parts), first, time.perf_counter() - t0
 
 
+WARM_UP_ROUNDS = 3
+
+
 def warm_up(stubs: dict, plan: Plan) -> None:
-    """Run the measured calls twice on each server, so the measurements pay for no first call and the
+    """Run the measured calls WARM_UP_ROUNDS times on each server, so the measurements pay for no first call and the
     XLA programs of the shapes they use are compiled (as on a server that has been up for a while)."""
-    log("warming up both servers: the measured calls, twice")
-    for _ in range(2):
+    log(f"warming up both servers: the measured calls, {WARM_UP_ROUNDS} times")
+    for _ in range(WARM_UP_ROUNDS):
         for key, stub in stubs.items():
             for streams in STREAMS:
                 grpc_rate(stub, streams, plan.one_stream_chars if streams == 1 else plan.chars_per_stream)
@@ -471,7 +474,7 @@ def report(out: dict) -> str:
         "",
         "How, all measured in this run, nothing extrapolated: each engine runs in its own `python -m server` "
         "subprocess on a loopback port (both loaded, one idle while the other is measured); the clients are "
-        "threads of the benchmark process, on the same CPUs. Both servers first run the measured calls twice "
+        f"threads of the benchmark process, on the same CPUs. Both servers first run the measured calls {WARM_UP_ROUNDS} times "
         "(a warm-up: the new server compiles its XLA programs then; "
         f"{compiles_text(out.get('xla_compiles_warm_up'))}, and "
         f"{compiles_text(subtract(out.get('xla_compiles_throughput'), out.get('xla_compiles_warm_up')))} during "

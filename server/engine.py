@@ -234,7 +234,7 @@ class Engine:
         """The engine before admission aside and XLA: every step 16 characters, joining streams
         admitted between steps (their first step 4), rows packed exactly, the bundle's graph
         functions. The benchmark's baseline."""
-        return cls(*args, **{"chunk": CHUNK, "first_chunk": 4, "admit_aside": False, "xla": False, **kwargs})
+        return cls(*args, **{**kwargs, "chunk": CHUNK, "first_chunk": 4, "admit_aside": False, "xla": False})
 
     def submit(self, model: ServedModel, prompt: str, length: int, temperature: float,
                seed: int | None = None, *, top_k: int = 0, top_p: float = 1.0, stop=(),
@@ -392,7 +392,7 @@ class _Functions:
     ``row_capacity``, so that prompts arriving in groups of any size need few programs.
     """
 
-    HOT = {"advance": 2, "start": 2}
+    HOT = {"advance": 4, "start": 4}
 
     def __init__(self, model: ServedModel, compiler: _Compiler | None):
         self.model = model

@@ -111,6 +111,12 @@ def test_the_xla_compiled_start_of_a_padded_group_reads_prompts_as_the_bundles_g
     np.testing.assert_allclose(compiled["probs"].numpy(), graph["probs"], atol=1e-5)
 
 
+def test_the_fixed_step_baseline_stays_itself_whatever_the_server_passes():
+    engine = Engine.fixed_steps(8, 100, 50, xla=True, admit_aside=True, chunk=4)
+    assert (engine.max_streams, engine.max_length, engine.max_prompt) == (8, 100, 50)
+    assert (engine.chunk, engine.first_chunk, engine.admit_aside, engine.xla) == (engine_module.CHUNK, 4, False, False)
+
+
 def test_batches_keep_few_block_shapes_so_xla_compiles_few_programs():
     capacity, blocks = engine_module.row_capacity, engine_module.row_blocks
     assert [capacity(n) for n in (1, 2, 3, 5, 8, 9, 63, 64, 65, 67, 70, 250, 256, 257)] == [
