@@ -2,10 +2,12 @@
 
 ``python -m bench.decode_bench [--quick] [--results DIR]``. In one run on this machine: train a
 128,128 LSTM on tinyshakespeare briefly, publish it in a temporary data directory, start two
-``python -m server`` processes on loopback ports, one with this engine (joining streams admitted beside the batch's step, XLA) and
-one with the engine before it (``Engine.fixed_steps()``: 16-character steps, joiners admitted between
-them, no XLA), and measure, alternating between them: time to first chunk on an idle server and while
-63 other streams run; aggregate characters per second through gRPC at 1, 64 and 256 streams. Also the
+``python -m server`` processes on loopback ports, one with this engine (joining streams admitted
+beside the batch's step, XLA, prompt cache) and one with the engine before it (``Engine.fixed_steps()``:
+16-character steps, joiners admitted between them, no XLA, no prompt cache), and measure, alternating
+between them: time to first chunk on an idle server and while 63 other streams run; aggregate
+characters per second through gRPC at 1, 64 and 256 streams, all with one prompt and each with its
+own (``WORKLOADS``). Also the
 machine's sgemm rate (a TF matmul of the decode step's shape) with each figure as a fraction of it,
 bare ``advance`` calls (graph and XLA), the reference loop (one ``predict`` per character) and the
 naive port (one Keras ``model.predict`` per character). Writes ``decode.json`` and ``decode.md`` to
@@ -57,9 +59,13 @@ SAMPLE_LEN = 60
 PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun."
 TEMPERATURE = 0.5
 STREAMS = (1, 64, 256)
+# What the throughput rounds run: (key, streams, distinct prompts). The same prompt for every stream, as
+# clients sharing a preamble (or the page's seed slices) send; and a prompt of its own for each stream,
+# which the prompt cache cannot help.
+WORKLOADS = (("1", 1, False), ("64", 64, False), ("256", 256, False), ("64d", 64, True), ("256d", 256, True))
 BUSY = 64  # streams running while time to first chunk is measured under load (the probe and 63 others)
 ENGINES = ("new", "fixed")  # today's engine; the engine before it (Engine.fixed_steps())
-NAMES = {"new": "this engine (admission aside, XLA)", "fixed": "before: fixed 16-character steps"}
+NAMES = {"new": "this engine (admission aside, XLA, prompt cache)", "fixed": "before: fixed 16-character steps"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +107,7 @@ def main(argv=None) -> dict:
         data_dir = Path(tmp)
         log("training a 128,128 model on tinyshakespeare (short)")
         text = CORPUS.read_text(encoding="utf-8")
+        DISTINCT_PROMPTS[:] = distinct_prompts(text, max(STREAMS))
         t0 = time.perf_counter()
         config = TrainConfig(lstm_layer_sizes=LAYERS, sample_len=SAMPLE_LEN, epochs=plan.train_epochs,
                              examples_per_epoch=plan.train_examples, display_length=0, seed=1)
@@ -125,7 +132,7 @@ def main(argv=None) -> dict:
         with server_process(data_dir) as new, server_process(data_dir, fixed_steps=True) as fixed:
             channels = {"new": grpc.insecure_channel(new.addr), "fixed": grpc.insecure_channel(fixed.addr)}
             stubs = {key: textgen_pb2_grpc.TextGenStub(channel) for key, channel in channels.items()}
-            warm_up(stubs, plan)
+            out["warm_up_passes"] = warm_up(stubs, plan, new)
             out["xla_compiles_warm_up"] = new.xla_compiles()
             out["throughput"] = measure_throughput(stubs, plan)
             out["xla_compiles_throughput"] = new.xla_compiles()
@@ -252,9 +259,18 @@ def free_address() -> str:
         return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
-def grpc_generate(stub, length: int, temperature: float = TEMPERATURE, seed: int | None = None):
+DISTINCT_PROMPTS: list[str] = []  # one per stream of the distinct-prompt workloads (set from the corpus)
+
+
+def distinct_prompts(text: str, count: int, chars: int = 80) -> list[str]:
+    """``count`` prompts of ``chars`` characters from evenly spaced places in ``text``."""
+    return [text[i : i + chars] for i in range(0, len(text) - chars, (len(text) - chars) // count)][:count]
+
+
+def grpc_generate(stub, length: int, temperature: float = TEMPERATURE, seed: int | None = None,
+                  prompt: str = PROMPT):
     """One Generate call: ``(text, seconds to the first text, total seconds)``."""
-    request = pb.GenerateRequest(model=MODEL_NAME, prompt=PROMPT, length=length, temperature=temperature, seed=seed)
+    request = pb.GenerateRequest(model=MODEL_NAME, prompt=prompt, length=length, temperature=temperature, seed=seed)
     t0 = time.perf_counter()
     first, parts = None, []
     for response in stub.Generate(request):
@@ -264,35 +280,52 @@ def grpc_generate(stub, length: int, temperature: float = TEMPERATURE, seed: int
     return "".join(parts), first, time.perf_counter() - t0
 
 
-WARM_UP_ROUNDS = 3
+WARM_UP_PASSES = (3, 10)  # at least, at most
+COMPILE_SETTLE_SECONDS = 3.0  # a pass is quiet when no XLA program was compiled in it nor this long after it
 
 
-def warm_up(stubs: dict, plan: Plan) -> None:
-    """Run the measured calls WARM_UP_ROUNDS times on each server, so the measurements pay for no first call and the
-    XLA programs of the shapes they use are compiled (as on a server that has been up for a while)."""
-    log(f"warming up both servers: the measured calls, {WARM_UP_ROUNDS} times")
-    for _ in range(WARM_UP_ROUNDS):
+def warm_up(stubs: dict, plan: Plan, new: "server_process") -> int:
+    """Run the measured calls on each server until the new server is in its steady state: at least
+    WARM_UP_PASSES[0] passes, then more until a whole pass (and a short wait after it) compiles no XLA
+    program, as on a server that has been up for a while. Returns the number of passes."""
+    log("warming up both servers: the measured calls, until a pass compiles no XLA program")
+    before = programs(new.xla_compiles())
+    for passes in range(1, WARM_UP_PASSES[1] + 1):
         for key, stub in stubs.items():
-            for streams in STREAMS:
-                grpc_rate(stub, streams, plan.one_stream_chars if streams == 1 else plan.chars_per_stream)
+            for _, streams, distinct in WORKLOADS:
+                grpc_rate(stub, streams, plan.one_stream_chars if streams == 1 else plan.chars_per_stream,
+                          distinct=distinct)
+        time.sleep(COMPILE_SETTLE_SECONDS)
+        after = programs(new.xla_compiles())
+        log(f"warm-up pass {passes}: {after - before} XLA programs compiled")
+        if passes >= WARM_UP_PASSES[0] and after == before:
+            break
+        before = after
+    return passes
+
+
+def programs(compiles: dict) -> int:
+    return int(sum(c.get("programs", 0) for c in compiles.values()))
 
 
 def measure_throughput(stubs: dict, plan: Plan) -> dict:
-    """Aggregate characters per second of each engine at each stream count, best of the plan's rounds."""
-    runs = {f"{key}_{n}": [] for n in STREAMS for key in ENGINES}
+    """Aggregate characters per second of each engine for each workload, best of the plan's rounds."""
+    runs = {f"{key}_{workload}": [] for workload, _, _ in WORKLOADS for key in ENGINES}
     for r in range(plan.rounds):
-        log(f"throughput round {r + 1}/{plan.rounds}: {', '.join(map(str, STREAMS))} streams, both engines")
-        for streams in STREAMS:
+        log(f"throughput round {r + 1}/{plan.rounds}: {', '.join(w for w, _, _ in WORKLOADS)} streams, both engines")
+        for workload, streams, distinct in WORKLOADS:
             for key in ENGINES if r % 2 == 0 else ENGINES[::-1]:
                 chars = plan.one_stream_chars if streams == 1 else plan.chars_per_stream
-                runs[f"{key}_{streams}"].append(grpc_rate(stubs[key], streams, chars, seed=1000 * r))
+                runs[f"{key}_{workload}"].append(grpc_rate(stubs[key], streams, chars, seed=1000 * r, distinct=distinct))
     return {key: {"best": max(rates), "rounds": rates} for key, rates in runs.items()}
 
 
-def grpc_rate(stub, streams: int, chars: int, seed: int = 0) -> float:
-    """``streams`` Generate calls of ``chars`` started together: total characters over wall time."""
+def grpc_rate(stub, streams: int, chars: int, seed: int = 0, distinct: bool = False) -> float:
+    """``streams`` Generate calls of ``chars`` started together: total characters over wall time.
+    ``distinct``: each call with a prompt of its own (else all with PROMPT)."""
+    prompts = DISTINCT_PROMPTS[:streams] if distinct else [PROMPT] * streams
     t0 = time.perf_counter()
-    results = in_threads(lambda i: grpc_generate(stub, chars, seed=seed + i), range(streams))
+    results = in_threads(lambda i: grpc_generate(stub, chars, seed=seed + i, prompt=prompts[i]), range(streams))
     seconds = time.perf_counter() - t0
     assert all(len(text) == chars for text, _, _ in results)
     return streams * chars / seconds
@@ -428,10 +461,10 @@ def report(out: dict) -> str:
         return f"{value:,.0f} ({of_sgemm(value)})"
 
     streams_rows = [
-        f"| {n_streams} | {cell(best[f'new_{n_streams}'])} | {cell(best[f'fixed_{n_streams}'])} | "
-        f"**{best[f'new_{n_streams}'] / best[f'fixed_{n_streams}']:.2f}x** | {cell(adv[f'graph_{n_streams}'])} | "
-        f"{cell(adv[f'xla_{n_streams}'])} |"
-        for n_streams in STREAMS
+        f"| {n_streams}{', a prompt each' if distinct else ''} | {cell(best[f'new_{workload}'])} | "
+        f"{cell(best[f'fixed_{workload}'])} | **{best[f'new_{workload}'] / best[f'fixed_{workload}']:.2f}x** | "
+        f"{cell(adv[f'graph_{n_streams}'])} | {cell(adv[f'xla_{n_streams}'])} |"
+        for workload, n_streams, distinct in WORKLOADS if f"new_{workload}" in best
     ]
     greedy = r["greedy_equals_server"]
     return "\n".join([
@@ -474,8 +507,9 @@ def report(out: dict) -> str:
         "",
         "How, all measured in this run, nothing extrapolated: each engine runs in its own `python -m server` "
         "subprocess on a loopback port (both loaded, one idle while the other is measured); the clients are "
-        f"threads of the benchmark process, on the same CPUs. Both servers first run the measured calls {WARM_UP_ROUNDS} times "
-        "(a warm-up: the new server compiles its XLA programs then; "
+        f"threads of the benchmark process, on the same CPUs. Both servers first run the measured calls "
+        f"{out.get('warm_up_passes', '?')} times (a warm-up, repeated until a pass compiles no XLA program, as on a "
+        "server that has been up for a while: the new server compiles its XLA programs then; "
         f"{compiles_text(out.get('xla_compiles_warm_up'))}, and "
         f"{compiles_text(subtract(out.get('xla_compiles_throughput'), out.get('xla_compiles_warm_up')))} during "
         "the throughput rounds). "
@@ -485,7 +519,9 @@ def report(out: dict) -> str:
         "the table shows each one's best round, decode.json every round. "
         f"1 stream: one call of {plan.one_stream_chars} characters, from the call to its last message. "
         f"64 and 256 streams: that many calls of {plan.chars_per_stream} characters started together, total "
-        "characters over wall time, prompt processing included. Time to first chunk: "
+        "characters over wall time, prompt processing included; all with the same prompt (this engine reads it "
+        "once: its prompt cache), or each with a prompt of its own (80 characters from evenly spaced places in "
+        "the corpus), which no cache helps. Time to first chunk: "
         f"{plan.ttfc_requests} calls of 64 characters one after another on the idle server; then the same while "
         f"{BUSY - 1} other calls of {plan.chars_per_stream} characters run (each starting again when it ends). "
         f"Bare `advance`: back-to-back calls on a started batch for {plan.advance_seconds:g} s. "

@@ -40,7 +40,8 @@ class TextGenServer:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.store = ModelStore(settings.models_dir, settings.reload_seconds)
-        self.engine = Engine(settings.max_streams, settings.max_length, settings.max_prompt, xla=settings.xla)
+        self.engine = Engine(settings.max_streams, settings.max_length, settings.max_prompt, xla=settings.xla,
+                             prompt_cache_bytes=settings.prompt_cache_mb * 2**20)
         interceptors = [RequestMetrics()]  # first: it sees every call's final status, refusals included
         if settings.tokens_file:
             interceptors.append(TokenAuth(read_tokens(settings.tokens_file)))

@@ -14,6 +14,8 @@
 | TEXTGEN_RELOAD_SECONDS     | 2                | how often the model store rescans models/                |
 | TEXTGEN_GRACE_SECONDS      | 10               | on SIGTERM, how long in-flight streams may take to end   |
 | TEXTGEN_XLA                | 1                | 1: compile the decode functions with XLA; 0: do not      |
+| TEXTGEN_PROMPT_CACHE_MB    | 32               | started state of recent prompts kept per model version;  |
+|                            |                  | 0: none (server/engine.py)                               |
 | TEXTGEN_TOKENS_FILE        | (none)           | one token per line; when set, every RPC but health needs |
 |                            |                  | metadata ``authorization: Bearer <token>``               |
 | TEXTGEN_TLS_CERT/_KEY      | (none)           | PEM files: serve TLS instead of plaintext                |
@@ -54,6 +56,7 @@ class Settings:
     redis_url: str = shared_config.DEFAULT_REDIS_URL  # for the Training service's job queue
     metrics_addr: tuple[str, int] | None = shared_metrics.parse_addr(shared_metrics.SERVER_DEFAULT)  # None: off
     xla: bool = True  # compile the decode functions with XLA (server/engine.py)
+    prompt_cache_mb: int = 32  # per model version (server/engine.py); 0: none
 
     @property
     def models_dir(self) -> Path:
@@ -87,6 +90,7 @@ class Settings:
             redis_url=shared_config.redis_url(),
             metrics_addr=metrics_addr,
             xla=_switch(env, "TEXTGEN_XLA", cls.xla),
+            prompt_cache_mb=_int(env, "TEXTGEN_PROMPT_CACHE_MB", cls.prompt_cache_mb, least=0),
         )
 
 
@@ -99,16 +103,17 @@ def _switch(env, name: str, default: bool) -> bool:
     return raw == "1"
 
 
-def _int(env, name: str, default: int) -> int:
+def _int(env, name: str, default: int, least: int = 1) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise SettingsError(f"{name} must be a positive integer, got {raw!r}")
+        value = least - 1
+    if value < least:
+        what = "a positive integer" if least == 1 else f"an integer >= {least}"
+        raise SettingsError(f"{name} must be {what}, got {raw!r}")
     return value
 
 

@@ -18,12 +18,23 @@ is spread over ``chunk`` characters.
 With ``xla=True`` (the default) the bundle's ``advance`` is also compiled with XLA (``jit_compile``:
 the same function, fused, about 1.3x faster per character on a quiet 2-core machine at 64 streams,
 FINDINGS.md). XLA compiles one program per input shape, so the batch then keeps its rows in a few
-fixed sizes (``row_capacity``; ended streams leave free rows until the batch fits a smaller size), and
-shapes that recur are compiled on a background thread: until a shape is ready the step runs the
-bundle's own graph function, which computes the same thing.
+fixed sizes (``row_capacity``; ended streams leave free rows until the batch fits a smaller size).
+Programs are compiled on one background thread of the process and shared by its engines: a full
+block's as soon as a model gets its first stream, the other shapes once they recur. Until a shape
+is ready the step runs the bundle's own graph function, which computes the same thing.
+
+Prompts are read once: the state rows ``start`` gives for a prompt window (its last ``sample_len``
+characters, all that the model sees of it) are kept per model in a small LRU (``prompt_cache_bytes``),
+and a group of joiners with the same window reads it once. Empty prompts use one of a model's few
+seed slices, and clients often share a preamble, so many prompts are seen again; the rows are the
+ones ``start`` computed, so the text is the same as without the cache.
+
+While the admitter starts a group of joiners larger than the batch, the stepper waits for it instead
+of stepping the smaller batch alone beside it: both would share the CPU, and the joiners then join
+the next step (a burst of arrivals at an idle server runs as one batch from its first step).
 
 ``Engine.fixed_steps()`` is the engine as it was before: joining streams are admitted by the stepper
-between its 16-character steps (a joiner's first step 4), rows packed exactly, no XLA. The
+between its 16-character steps (a joiner's first step 4), rows packed exactly, no XLA, no prompt cache. The
 benchmark's baseline.
 
 The state tensors (``state``, ``phase``, ``probs``) are opaque here: rows are joined, gathered and
@@ -40,6 +51,7 @@ import secrets
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
@@ -59,6 +71,7 @@ FLUSH_SECONDS = 1.0  # hand a stream what it has after this long, even when less
 # slow batch): more often would mean many small messages, which cost the whole server CPU
 BLOCK_ROWS = 64  # with XLA, larger batches are stepped in blocks of this many rows (measured: 1.25x
 # faster at 256 streams than one 256-row program, whose state no longer fits the caches)
+PROMPT_CACHE_BYTES = 32 * 2**20  # per model version: the started state of ~270 prompts of a 128,128 model
 MAX_SEED = 2**64 - 1
 MAX_STOPS, MAX_STOP_CHARS = 4, 64
 
@@ -208,11 +221,13 @@ class Engine:
 
     ``chunk``: characters per step; ``first_chunk``: a joining stream's first step; ``admit_aside``:
     admit joining streams on their own thread, beside the batch's step (else between steps, as
-    ``fixed_steps()``); ``xla``: compile the bundle's ``advance`` with XLA.
+    ``fixed_steps()``); ``xla``: compile the bundle's ``advance`` with XLA; ``prompt_cache_bytes``:
+    the started state of recent prompts kept per model version (0: none).
     """
 
     def __init__(self, max_streams: int = 256, max_length: int = 10_000, max_prompt: int = 10_000,
-                 chunk: int = CHUNK, first_chunk: int = FIRST_CHUNK, admit_aside: bool = True, xla: bool = True):
+                 chunk: int = CHUNK, first_chunk: int = FIRST_CHUNK, admit_aside: bool = True, xla: bool = True,
+                 prompt_cache_bytes: int = PROMPT_CACHE_BYTES):
         self.max_streams = max_streams
         self.max_length = max_length
         self.max_prompt = max_prompt
@@ -220,12 +235,13 @@ class Engine:
         self.first_chunk = first_chunk
         self.admit_aside = admit_aside
         self.xla = xla
+        self.prompt_cache_bytes = prompt_cache_bytes
         self._lock = threading.Condition()
         self._streams: set[Stream] = set()  # streams holding a slot: not yet ended
         self._held = 0  # streams submitted and not yet dropped from a batch
         self._batches: dict[ServedModel, _Batch] = {}
         self._functions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # ServedModel -> _Functions
-        self._compiler: _Compiler | None = None
+        self._prompts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # ServedModel -> _PromptStates
         self._closing = False  # no new streams
         self._stopping = False  # end every stream at the next step
 
@@ -233,8 +249,9 @@ class Engine:
     def fixed_steps(cls, *args, **kwargs) -> "Engine":
         """The engine before admission aside and XLA: every step 16 characters, joining streams
         admitted between steps (their first step 4), rows packed exactly, the bundle's graph
-        functions. The benchmark's baseline."""
-        return cls(*args, **{**kwargs, "chunk": CHUNK, "first_chunk": 4, "admit_aside": False, "xla": False})
+        functions, no prompt cache. The benchmark's baseline."""
+        return cls(*args, **{**kwargs, "chunk": CHUNK, "first_chunk": 4, "admit_aside": False, "xla": False,
+                             "prompt_cache_bytes": 0})
 
     def submit(self, model: ServedModel, prompt: str, length: int, temperature: float,
                seed: int | None = None, *, top_k: int = 0, top_p: float = 1.0, stop=(),
@@ -278,7 +295,7 @@ class Engine:
             self._held += 1
             batch = self._batches.get(model)
             if batch is None:
-                batch = self._batches[model] = _Batch(self, model, self._functions_of(model))
+                batch = self._batches[model] = _Batch(self, model, self._functions_of(model), self._prompts_of(model))
                 batch.start()
             batch.pending.append(stream)
             self._lock.notify_all()
@@ -299,11 +316,8 @@ class Engine:
             self._lock.notify_all()
             threads = [batch.thread for batch in self._batches.values()]
             self._lock.notify_all()
-            compiler = self._compiler
         for thread in threads:
             thread.join(timeout=5.0)
-        if compiler is not None:
-            compiler.close()
 
     # -- internals --------------------------------------------------------------------------------
     def _check(self, model: ServedModel, prompt: str, length: int, temperature: float, seed,
@@ -338,13 +352,25 @@ class Engine:
             )
 
     def _functions_of(self, model: ServedModel) -> "_Functions":
-        """The decode functions of ``model``, kept while it is loaded (XLA programs survive a batch)."""
+        """The decode functions of ``model``, kept while it is loaded (XLA programs survive a batch).
+
+        With XLA they are the process's, shared by its engines, and the program of a full block of
+        this engine's steps is compiled at once (in the background): the shape a busy batch runs."""
         functions = self._functions.get(model)
         if functions is None:
-            if self.xla and self._compiler is None:
-                self._compiler = _Compiler()
-            functions = self._functions[model] = _Functions(model, self._compiler if self.xla else None)
+            if self.xla:
+                functions = _compiled_functions(model)
+                functions.prepare_advance(BLOCK_ROWS, self.chunk)
+            else:
+                functions = _Functions(model, None)
+            self._functions[model] = functions
         return functions
+
+    def _prompts_of(self, model: ServedModel) -> "_PromptStates":
+        prompts = self._prompts.get(model)
+        if prompts is None:
+            prompts = self._prompts[model] = _PromptStates(self.prompt_cache_bytes)
+        return prompts
 
     def _end(self, stream: Stream, reason: str) -> None:
         """Mark ``stream`` ended (first reason wins), free its slot and close its queue."""
@@ -372,15 +398,30 @@ class _Compiler:
     def submit(self, job) -> None:
         self._jobs.put(job)
 
-    def close(self) -> None:
-        self._jobs.put(None)
-
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while True:
+            job = self._jobs.get()
             try:
                 job()
             except Exception:  # the graph function keeps serving that shape
                 log.exception("compiling a decode step with XLA failed")
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # ServedModel -> _Functions with XLA
+_COMPILED_LOCK = threading.Lock()
+_COMPILER: list[_Compiler] = []  # the process's one compile thread, once needed
+
+
+def _compiled_functions(model: ServedModel) -> "_Functions":
+    """The process's XLA-compiling decode functions of ``model`` (a program compiled once serves
+    every engine; they go when the model is unloaded)."""
+    with _COMPILED_LOCK:
+        functions = _COMPILED.get(model)
+        if functions is None:
+            if not _COMPILER:
+                _COMPILER.append(_Compiler())
+            functions = _COMPILED[model] = _Functions(model, _COMPILER[0])
+        return functions
 
 
 class _Functions:
@@ -399,10 +440,49 @@ class _Functions:
         self.controls = model.controls
         self._graph = {"advance": model.functions.advance, "start": model.functions.start}
         self._compiler = compiler
+        self._lock = threading.Lock()
         self._compiled: set[tuple] = set()  # (function, shape) with an XLA program
+        self._submitted: set[tuple] = set()  # (function, shape) sent to the compiler
         self._uses: dict[tuple, int] = {}  # graph calls by (function, shape)
         if compiler is not None:
             self._xla = {name: _jit(fn) for name, fn in self._graph.items()}
+
+    def prepare_advance(self, rows: int, k: int) -> None:
+        """Compile ``advance`` for ``rows`` streams and ``k`` characters now, in the background."""
+        if self._compiler is not None:
+            self._submit(("advance", (rows, k)), lambda: self._example_advance(rows, k))
+
+    def _example_advance(self, rows: int, k: int) -> dict:
+        """``advance``'s inputs for ``rows`` streams started from an empty prompt, ``k`` characters."""
+        sample_len = self.model.sample_len
+        state = self._graph["start"](prompt=tf.zeros([1, sample_len], tf.int32), lengths=tf.ones([1], tf.int32))
+        inputs = {name: tf.repeat(value, rows, axis=0) for name, value in state.items()}
+        inputs.update(temperature=tf.ones([rows]), uniforms=tf.zeros([rows, k]))
+        if self.controls:
+            inputs.update(top_k=tf.zeros([rows], tf.int32), top_p=tf.ones([rows]))
+        return inputs
+
+    def start_windows(self, windows: list[np.ndarray], prompts: "_PromptStates") -> dict:
+        """State rows for prompt ``windows`` (int32 ids, each at most ``sample_len``): each distinct
+        window is read once, and not at all when ``prompts`` has its rows (with no cache: each is read)."""
+        if not prompts.capacity:
+            return self.start(*_prompt_matrix(windows, self.model.sample_len))
+        keys = [window.tobytes() for window in windows]
+        unique = list(dict.fromkeys(keys))
+        found = {key: prompts.get(key) for key in unique}
+        missing = [key for key in unique if found[key] is None]
+        metrics.observe_prompts(hits=len(keys) - len(missing), misses=len(missing))
+        fresh = None
+        if missing:
+            first = {key: i for i, key in reversed(list(enumerate(keys)))}
+            fresh = self.start(*_prompt_matrix([windows[first[key]] for key in missing], self.model.sample_len))
+            for i, key in enumerate(missing):
+                found[key] = prompts.put(key, {name: value[i : i + 1] for name, value in fresh.items()})
+            if len(missing) == len(keys):  # all distinct and new: the rows as started
+                return fresh
+        rows = {name: tf.concat([found[key][name] for key in unique], axis=0) for name in found[unique[0]]}
+        position = {key: i for i, key in enumerate(unique)}
+        return {name: tf.gather(value, [position[key] for key in keys]) for name, value in rows.items()}
 
     def start(self, prompt: np.ndarray, lengths: np.ndarray) -> dict:
         """The bundle's ``start``: state rows for ``prompt``'s rows."""
@@ -435,16 +515,66 @@ class _Functions:
         if key in self._compiled:
             return dict(self._xla[name](**inputs))
         if compiled and self._compiler is not None:
-            uses = self._uses[key] = self._uses.get(key, 0) + 1
-            if uses == self.HOT[name]:
-                self._compiler.submit(lambda: self._compile(key, inputs))
+            with self._lock:
+                uses = self._uses[key] = self._uses.get(key, 0) + 1
+            if uses >= self.HOT[name]:
+                self._submit(key, lambda: inputs)
         return dict(self._graph[name](**inputs))
+
+    def _submit(self, key: tuple, inputs) -> None:
+        """Compile ``key``'s program in the background (once), on what ``inputs()`` returns."""
+        with self._lock:
+            if key in self._submitted:
+                return
+            self._submitted.add(key)
+        self._compiler.submit(lambda: self._compile(key, inputs()))
 
     def _compile(self, key: tuple, inputs: dict) -> None:
         began = time.perf_counter()
         self._xla[key[0]](**inputs)  # the first call with a shape compiles it
         metrics.COMPILE_SECONDS.labels(function=key[0]).observe(time.perf_counter() - began)
         self._compiled.add(key)
+
+
+def _prompt_matrix(windows: list[np.ndarray], sample_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """``start``'s inputs for prompt windows: int32 ``[len(windows), sample_len]``, each window
+    right-aligned, and their lengths."""
+    prompt = np.zeros([len(windows), sample_len], np.int32)
+    for row, window in zip(prompt, windows):
+        row[sample_len - len(window):] = window
+    return prompt, np.array([len(window) for window in windows], np.int32)
+
+
+class _PromptStates:
+    """The started state rows of recent prompt windows of one model version, least recently used
+    dropped first past ``capacity`` bytes (0: keep none)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._rows: OrderedDict[bytes, dict] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> dict | None:
+        with self._lock:
+            row = self._rows.get(key)
+            if row is not None:
+                self._rows.move_to_end(key)
+            return row
+
+    def put(self, key: bytes, row: dict) -> dict:
+        """Keep ``row`` (tensors with one row each) for ``key``; returns it."""
+        size = sum(value.shape.num_elements() * value.dtype.size for value in row.values())
+        if size > self.capacity:
+            return row
+        with self._lock:
+            if key not in self._rows:
+                self._rows[key] = row
+                self._bytes += size
+            while self._bytes > self.capacity:
+                _, dropped = self._rows.popitem(last=False)
+                self._bytes -= sum(value.shape.num_elements() * value.dtype.size for value in dropped.values())
+        return row
 
 
 def _jit(fn):
@@ -462,10 +592,11 @@ class _Batch:
     engine's lock, and only the stepper touches ``rows`` and ``state``.
     """
 
-    def __init__(self, engine: Engine, model: ServedModel, functions: _Functions):
+    def __init__(self, engine: Engine, model: ServedModel, functions: _Functions, prompts: _PromptStates):
         self.engine = engine
         self.model = model
         self.functions = functions
+        self.prompts = prompts
         self.pending: list[Stream] = []  # submitted, not yet being admitted
         self.admitting: list[Stream] = []  # being started
         self.ready: list[tuple[list[Stream], dict]] = []  # started streams and their state, to join
@@ -514,9 +645,10 @@ class _Batch:
         """One round: join, drop, advance. Returns False when the batch is empty and retired."""
         engine = self.engine
         with engine._lock:
-            if self.admitter is not None:  # nothing to step: wait for admitted streams (or none to come)
-                engine._lock.wait_for(lambda: self.streams or self.ready or engine._stopping
-                                      or not (self.pending or self.admitting))
+            if self.admitter is not None:  # nothing to step: wait for admitted streams (or none to come);
+                # a group being admitted that is larger than the batch joins first (module note)
+                engine._lock.wait_for(lambda: (self.streams and len(self.admitting) <= len(self.streams))
+                                      or self.ready or engine._stopping or not (self.pending or self.admitting))
             else:
                 self.admitting, self.pending = self.pending, []
             groups, self.ready = self.ready, []
@@ -592,12 +724,7 @@ class _Batch:
 
     def _start(self, joiners: list[Stream]) -> dict:
         """Read the joiners' prompts and sample their first characters (handed on at once); their state."""
-        sample_len = self.model.sample_len
-        prompt = np.zeros([len(joiners), sample_len], np.int32)
-        for row, stream in zip(prompt, joiners):
-            row[sample_len - len(stream._window):] = stream._window  # right-aligned, as start wants
-        lengths = np.array([len(s._window) for s in joiners], np.int32)
-        state = self.functions.start(prompt, lengths)
+        state = self.functions.start_windows([stream._window for stream in joiners], self.prompts)
         first = min(self.engine.first_chunk, max(s.remaining for s in joiners))
         return self._advance(joiners, state, first, compiled=False)  # small and varied shapes: no XLA
 

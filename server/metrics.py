@@ -11,6 +11,7 @@
 | textgen_decode_batch_size                     | histogram |                         | streams in that call              |
 | textgen_scored_characters_total               | counter   | model                   | characters scored by Score        |
 | textgen_xla_compile_seconds                   | histogram | function                | one XLA program compiled          |
+| textgen_prompt_cache_lookups_total            | counter   | result                  | prompts found started, or read    |
 | textgen_model_versions_loaded                 | gauge     | model                   | versions of each model served     |
 | textgen_model_latest_version                  | gauge     | model                   | the version "latest" means        |
 
@@ -50,6 +51,10 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=PROCESS)
 SCORED = Counter("textgen_scored_characters", "Characters whose log-likelihood Score computed.",
                  ["model"], registry=PROCESS)
+PROMPT_LOOKUPS = Counter(
+    "textgen_prompt_cache_lookups", "Prompts of joining streams whose started state was found (result=hit: cached, "
+    "or read once for several streams of the same group) or read by the model (result=miss).", ["result"],
+    registry=PROCESS)
 COMPILE_SECONDS = Histogram(
     "textgen_xla_compile_seconds", "Time to compile one XLA program of a decode function (start or advance) "
     "for one input shape, on the engine's background thread.", ["function"],
@@ -63,6 +68,14 @@ def decode_step(streams: int):
     yield
     STEP_SECONDS.observe(time.perf_counter() - began)
     BATCH_SIZE.observe(streams)
+
+
+def observe_prompts(hits: int, misses: int) -> None:
+    """Count the prompts of one group of joining streams: found started (``hits``) or read (``misses``)."""
+    if hits:
+        PROMPT_LOOKUPS.labels(result="hit").inc(hits)
+    if misses:
+        PROMPT_LOOKUPS.labels(result="miss").inc(misses)
 
 
 def observe_call(method: str, code) -> None:

@@ -84,6 +84,23 @@ def test_a_generate_moves_the_characters_requests_and_stream_metrics_by_exactly_
     assert value(after, "textgen_model_latest_version", model="shake-two") == 1
 
 
+def test_a_prompt_sent_again_counts_as_a_prompt_cache_hit(server):
+    port = server.metrics_endpoint.port
+    before = scrape(port)
+    channel, stub = connect(server)
+    prompt = "MENENIUS: I tell you, friends, most charitable care"  # not used by any other test
+    texts = [generate(stub, model="shake-two", prompt=prompt, length=40, temperature=0.7, seed=seed)[1]
+             for seed in (1, 2, 1)]
+    after = scrape(port)
+    channel.close()
+    assert texts[0] == texts[2] != texts[1]  # the cached prompt gives the seed's text again
+    hits = value(after, "textgen_prompt_cache_lookups_total", result="hit") - \
+        value(before, "textgen_prompt_cache_lookups_total", result="hit")
+    misses = value(after, "textgen_prompt_cache_lookups_total", result="miss") - \
+        value(before, "textgen_prompt_cache_lookups_total", result="miss")
+    assert (misses, hits) == (1, 2)
+
+
 def test_active_streams_counts_a_stream_while_it_runs_and_a_cancelled_one_counts_as_cancelled(server):
     port = server.metrics_endpoint.port
     cancelled = requests(scrape(port), "Generate", "CANCELLED")

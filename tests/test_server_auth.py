@@ -104,7 +104,7 @@ def test_tls_serves_clients_that_trust_the_certificate(trained_bundles, tmp_path
 def test_settings_defaults(monkeypatch):
     for name in ("TEXTGEN_ADDR", "TEXTGEN_DATA_DIR", "TEXTGEN_MAX_LENGTH", "TEXTGEN_MAX_STREAMS", "TEXTGEN_MAX_PROMPT",
                  "TEXTGEN_MAX_MESSAGE_BYTES", "TEXTGEN_RELOAD_SECONDS", "TEXTGEN_GRACE_SECONDS",
-                 "TEXTGEN_TOKENS_FILE", "TEXTGEN_TLS_CERT", "TEXTGEN_TLS_KEY", "REDIS_URL"):
+                 "TEXTGEN_TOKENS_FILE", "TEXTGEN_TLS_CERT", "TEXTGEN_TLS_KEY", "REDIS_URL", "TEXTGEN_PROMPT_CACHE_MB"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings.from_env()
     assert settings == Settings()
@@ -112,6 +112,7 @@ def test_settings_defaults(monkeypatch):
         "127.0.0.1:50051", 10_000, 256, 10_000)
     assert (settings.max_message_bytes, settings.reload_seconds, settings.tokens_file) == (4 * 2**20, 2.0, None)
     assert settings.models_dir == Path("var/data/models")
+    assert settings.prompt_cache_mb == 32
 
 
 def test_settings_read_the_environment(monkeypatch, tmp_path):
@@ -121,9 +122,11 @@ def test_settings_read_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("TEXTGEN_RELOAD_SECONDS", "0.5")
     monkeypatch.setenv("TEXTGEN_TOKENS_FILE", str(tmp_path / "tokens"))
     monkeypatch.setenv("TEXTGEN_XLA", "0")
+    monkeypatch.setenv("TEXTGEN_PROMPT_CACHE_MB", "0")
     settings = Settings.from_env()
     assert (settings.addr, settings.models_dir, settings.max_streams, settings.reload_seconds, settings.xla) == (
         "0.0.0.0:6000", tmp_path / "models", 8, 0.5, False)
+    assert settings.prompt_cache_mb == 0
     assert settings.tokens_file == tmp_path / "tokens"
 
 
@@ -134,6 +137,7 @@ def test_settings_read_the_environment(monkeypatch, tmp_path):
     ("TEXTGEN_RELOAD_SECONDS", "-1", "TEXTGEN_RELOAD_SECONDS must be a positive number of seconds, got '-1'"),
     ("TEXTGEN_TLS_CERT", "/x/cert.pem", "TLS needs both TEXTGEN_TLS_CERT and TEXTGEN_TLS_KEY"),
     ("TEXTGEN_XLA", "yes", "TEXTGEN_XLA must be 1 (on) or 0 (off), got 'yes'"),
+    ("TEXTGEN_PROMPT_CACHE_MB", "-1", "TEXTGEN_PROMPT_CACHE_MB must be an integer >= 0, got '-1'"),
 ])
 def test_bad_settings_name_the_variable(monkeypatch, name, value, message):
     monkeypatch.delenv("TEXTGEN_TLS_KEY", raising=False)

@@ -111,6 +111,21 @@ def test_the_xla_compiled_start_of_a_padded_group_reads_prompts_as_the_bundles_g
     np.testing.assert_allclose(compiled["probs"].numpy(), graph["probs"], atol=1e-5)
 
 
+def test_a_full_block_is_compiled_when_a_model_gets_its_first_stream_and_every_engine_uses_it(store):
+    model = store.get(MODELS["one"])
+    first, second = Engine(), Engine()
+    try:
+        assert "".join(first.submit(model, SHORT, 5, 0.5, seed=1))
+        functions = first._functions_of(model)
+        block = ("advance", (engine_module.BLOCK_ROWS, engine_module.CHUNK))
+        assert wait_for(lambda: block in functions._compiled, timeout=120)  # 64 streams: compiled before they come
+        assert second._functions_of(model) is functions
+        assert Engine(xla=False)._functions_of(model) is not functions  # the graph functions only
+    finally:
+        first.shutdown(0)
+        second.shutdown(0)
+
+
 def test_the_fixed_step_baseline_stays_itself_whatever_the_server_passes():
     engine = Engine.fixed_steps(8, 100, 50, xla=True, admit_aside=True, chunk=4)
     assert (engine.max_streams, engine.max_length, engine.max_prompt) == (8, 100, 50)
@@ -261,5 +276,104 @@ def test_a_joining_stream_gets_its_first_text_without_waiting_for_the_step_in_pr
         assert in_step is aside  # the fixed-step engine admits only between steps
         assert "".join(joiner) and joiner.produced == 10
         assert joiner.stop_reason == engine_module.LENGTH
+    finally:
+        engine.shutdown(0)
+
+
+# -- prompts read once -------------------------------------------------------------------------------
+
+def counting_starts(engine, model) -> list[int]:
+    """Record the rows of every call of the bundle's ``start`` that ``engine`` makes for ``model``."""
+    functions = engine._functions_of(model)
+    rows, start = [], functions.start
+    functions.start = lambda prompt, lengths: (rows.append(len(prompt)), start(prompt, lengths))[1]
+    return rows
+
+
+def test_a_prompt_seen_again_is_not_read_again_and_gives_the_same_text(store):
+    model = store.get(MODELS["one"])
+    engine = Engine(xla=False)
+    try:
+        reads = counting_starts(engine, model)
+        first, _ = text_of(engine, model, LONG, 120, 0.8, seed=11)
+        again, _ = text_of(engine, model, LONG, 120, 0.8, seed=12)
+        assert reads == [1]  # the second stream's prompt window was found started
+        assert (first, again) == (reference_generate(model, LONG, 120, 0.8, seed=11),
+                                  reference_generate(model, LONG, 120, 0.8, seed=12))
+        # Only the last sample_len characters are the window: a longer prompt ending the same way is a hit.
+        text_of(engine, model, "Second Citizen says: " + LONG, 10, 0.8, seed=13)
+        assert reads == [1]
+        text_of(engine, model, SHORT, 10, 0.8, seed=14)
+        assert reads == [1, 1]
+    finally:
+        engine.shutdown(0)
+
+
+def test_64_streams_with_one_prompt_read_it_once_and_each_gets_its_own_text(store):
+    model = store.get(MODELS["two"])
+    engine = Engine(xla=False)
+    try:
+        reads = counting_starts(engine, model)
+        streams = [engine.submit(model, EXACT, 60, 1.0, seed) for seed in range(64)]
+        texts = run_threads(lambda s: "".join(s), [(s,) for s in streams])
+        assert sum(reads) == 1
+        assert texts[7] == reference_generate(model, EXACT, 60, 1.0, seed=7)
+        assert texts[63] == reference_generate(model, EXACT, 60, 1.0, seed=63)
+        assert len(set(texts)) > 32  # different seeds, different texts: rows were copied, not shared
+    finally:
+        engine.shutdown(0)
+
+
+def test_without_the_prompt_cache_every_prompt_is_read():
+    assert Engine.fixed_steps().prompt_cache_bytes == 0
+
+
+def test_the_prompt_cache_drops_the_least_recently_used_rows_past_its_bytes():
+    row = {"state": tf.zeros([1, 4, 8]), "phase": tf.zeros([1], tf.int32), "probs": tf.zeros([1, 6])}
+    size = (32 + 1 + 6) * 4
+    cache = engine_module._PromptStates(capacity=2 * size)
+    cache.put(b"a", row)
+    cache.put(b"b", row)
+    assert cache.get(b"a") is row  # a is now the most recently used
+    cache.put(b"c", row)
+    assert (cache.get(b"a"), cache.get(b"b"), cache.get(b"c")) == (row, None, row)
+    assert engine_module._PromptStates(capacity=size - 1).put(b"a", row) is row  # too big: not kept
+
+
+def test_prompts_refused_before_any_read_leave_the_cache_alone(store):
+    model = store.get(MODELS["one"])
+    engine = Engine(xla=False)
+    try:
+        reads = counting_starts(engine, model)
+        with pytest.raises(BadRequest):
+            engine.submit(model, LONG, 0, 0.5)
+        assert reads == [] and not engine._prompts_of(model)._rows
+    finally:
+        engine.shutdown(0)
+
+
+def test_a_burst_joins_as_one_batch_instead_of_stepping_the_first_stream_alone_beside_its_start(store):
+    model = store.get(MODELS["two"])
+    engine = Engine(xla=False)
+    try:
+        functions = engine._functions_of(model)
+        steps, advance = [], functions.advance
+        functions.advance = lambda inputs, compiled=True: (
+            steps.append((threading.current_thread().name[:6], inputs["uniforms"].shape[0])), advance(inputs, compiled))[1]
+        first = engine.submit(model, SHORT, 3000, 0.5, seed=1)
+        chunks = iter(first)
+        next(chunks)  # admitted and stepping alone
+        rng = random.Random(3)
+        prompts = ["".join(rng.choices(model.charset.chars, k=SAMPLE_LEN)) for _ in range(150)]  # a long start
+        with engine._lock:  # the burst arrives at once: the admitter takes it as one group
+            burst = [engine.submit(model, prompt, 16, 0.5, seed=i) for i, prompt in enumerate(prompts)]
+            since = len(steps)
+        run_threads(lambda s: "".join(s), [(s,) for s in burst])
+        first.cancel()
+        stepped = [rows for thread, rows in steps[since:] if thread == "decode"]
+        joined = next(i for i, rows in enumerate(stepped) if rows > 1)
+        # One step may be under way when the burst arrives, and one more may start before the
+        # admitter has taken it; none beside the burst's start.
+        assert joined <= 2 and stepped[joined] == 151, steps[since:]
     finally:
         engine.shutdown(0)
