@@ -145,6 +145,7 @@ def cmd_train(args) -> int:
     from trainer import export, training
 
     cfg = train_config(args).validate()
+    training.use_threads_for(cfg)
     if args.name:
         bundle.validate_name(args.name)
     if args.save_path and Path(args.save_path).exists() and not bundle.is_bundle(Path(args.save_path)) \

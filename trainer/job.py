@@ -102,6 +102,7 @@ class TrainingRun:
         from trainer import export, training
 
         cfg = TrainConfig.from_dict(spec["options"]).validate()
+        training.use_threads_for(cfg)  # this work horse's own TensorFlow, before its first op
         text = corpus.load_corpus(spec["corpus"])
         init_from = None
         if spec["from_model"]:

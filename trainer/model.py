@@ -46,6 +46,28 @@ def build_model(charset_size: int, lstm_layer_sizes=LSTM_LAYER_SIZES, all_positi
     return keras.Model(ids, probs, name="char_lstm")
 
 
+def data_parallel(model, parts: int):
+    """``model`` applied to ``parts`` slices of each batch side by side, as one train step.
+
+    The slices are independent branches of one graph, which TensorFlow runs on separate threads: on
+    2 CPU cores, two branches of one thread each trained 1.18x the examples per second of one branch
+    with two threads per op (bench/results/train_recipes.md), where each small matmul of an LSTM step
+    is split between threads. Takes a list of ``parts`` input arrays and gives a list of outputs;
+    its loss is the mean of the slices' losses, so training it is training ``model`` on the whole
+    batch. It shares ``model``'s layers and optimizer (compile it with ``compile_data_parallel``).
+    """
+    inputs = [keras.Input(shape=(None,), dtype="int32", name=f"ids_{i}") for i in range(parts)]
+    return keras.Model(inputs, [model(ids) for ids in inputs], name=f"{model.name}_x{parts}")
+
+
+def compile_data_parallel(wrapper, model):
+    """Compile ``data_parallel(model, parts)`` with ``model``'s optimizer and loss."""
+    parts = len(wrapper.inputs)
+    wrapper.compile(optimizer=model.optimizer, loss=[keras.losses.SparseCategoricalCrossentropy()] * parts,
+                    loss_weights=[1.0 / parts] * parts)
+    return wrapper
+
+
 def resolve_precision(precision: str) -> str:
     """``"auto"`` -> ``"bfloat16"`` on a machine without a GPU whose CPU does bfloat16 natively, else
     ``"float32"`` (emulated bfloat16 is slower, and the GPU path is measured in float32 only)."""

@@ -38,12 +38,14 @@ from textgen.sampling import DISPLAY_TEMPERATURES, Uniforms
 from trainer import export
 from trainer.dataset import TextDataset
 from trainer.decode import PipelinedDecoder
-from trainer.model import build_model, compile_model, lstm_layer_sizes, resolve_precision, with_objective
+from trainer.model import (build_model, compile_data_parallel, compile_model, data_parallel, lstm_layer_sizes,
+                           resolve_precision, with_objective)
 
 CHECKPOINT_MODEL = "checkpoint.keras"
 CHECKPOINT_STATE = "checkpoint.json"
 VALIDATION_BATCH = 512
 FINAL_LR_FRACTION = 0.1  # a cosine schedule ends at this fraction of its peak (nanoGPT's min_lr = lr / 10)
+PART_ROWS = 16  # the fewest rows of a batch slice given its own branch (``data_parallel``)
 
 
 class TrainingError(Exception):
@@ -78,6 +80,33 @@ def describe_failure(exc: BaseException) -> str | None:
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
     return None
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def parallel_parts(batch_size: int) -> int:
+    """Into how many side-by-side slices a step's batch is split (``trainer.model.data_parallel``):
+    one per CPU core, each of at least PART_ROWS rows; 1 with a GPU, which has its own parallelism."""
+    if tf.config.list_physical_devices("GPU"):
+        return 1
+    return max(1, min(cpu_cores(), batch_size // PART_ROWS))
+
+
+def use_threads_for(config: TrainConfig) -> None:
+    """Size TensorFlow's thread pools for training with ``config`` in this process: the batch's
+    slices run as parallel branches (``parallel_parts``), each op on its share of the cores. Call
+    it before TensorFlow runs its first op (the trainer's and the worker's processes do); later it
+    changes nothing, and training is the same computation either way, only slower."""
+    parts = parallel_parts(config.batch_size)
+    if parts == 1:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, cpu_cores() // parts))
+        tf.config.threading.set_inter_op_parallelism_threads(max(2, parts))
+    except RuntimeError:  # TensorFlow has started: its pools are fixed
+        pass
 
 
 def require_gpu() -> None:
@@ -145,6 +174,8 @@ def train(
             model = with_objective(model, all_positions, config.dropout, precision)
         compile_model(model, config.learning_rate, config.optimizer, config.clip_norm)
     view = with_objective(model, all_positions=False)  # the serving shape, for validation and samples
+    parts = parallel_parts(config.batch_size)
+    stepper = compile_data_parallel(data_parallel(model, parts), model) if parts > 1 else model
 
     batches = math.ceil(config.examples_per_epoch / config.batch_size)
     schedule = LearningRateSchedule.of(config, batches)
@@ -161,7 +192,7 @@ def train(
         done_before = first_batch if epoch == first_epoch else 0  # trained by a run that was stopped
         x, y = x[done_before * config.batch_size:], y[done_before * config.batch_size:]
         began = time.perf_counter()
-        loss, examples, outcome = _train_epoch(model, x, y, config.batch_size, schedule, run,
+        loss, examples, outcome = _train_epoch(stepper, model, x, y, config.batch_size, schedule, run,
                                                lambda batch, loss: emit({"type": "batch", "epoch": epoch,
                                                                          "batch": done_before + batch,
                                                                          "batches": batches, "loss": loss}),
@@ -302,9 +333,11 @@ class LearningRateSchedule:
         return self.peak * (self.final_fraction + (1.0 - self.final_fraction) * cosine)
 
 
-def _train_epoch(model, x, y, batch_size: int, schedule: LearningRateSchedule, run: dict,
+def _train_epoch(stepper, model, x, y, batch_size: int, schedule: LearningRateSchedule, run: dict,
                  on_batch: Callable[[int, float], None], should_stop) -> tuple[float, int, str]:
     """One epoch, batch by batch with ``train_on_batch`` (see the module note: no ``model.fit``).
+    ``stepper``: ``model`` itself, or ``data_parallel(model, parts)``, which takes each batch in
+    ``parts`` slices (a batch with fewer rows than that goes to ``model``).
 
     Updates ``run`` (steps, train_seconds). Returns (mean loss over the examples trained, examples
     trained, outcome): "done", "stopped" (``should_stop()`` said so after a batch) or "budget" (the
@@ -314,8 +347,13 @@ def _train_epoch(model, x, y, batch_size: int, schedule: LearningRateSchedule, r
     for batch, start in enumerate(range(0, len(x), batch_size), 1):
         began = time.perf_counter()
         model.optimizer.learning_rate = schedule.at(run["steps"], run["train_seconds"])
-        logs = model.train_on_batch(x[start : start + batch_size], y[start : start + batch_size], return_dict=True)
-        loss, n = float(logs["loss"]), len(x[start : start + batch_size])
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        parts = len(stepper.inputs) if stepper is not model else 1
+        if parts > 1 and len(xb) >= parts:
+            logs = stepper.train_on_batch(np.array_split(xb, parts), np.array_split(yb, parts), return_dict=True)
+        else:
+            logs = model.train_on_batch(xb, yb, return_dict=True)
+        loss, n = float(logs["loss"]), len(xb)
         run["steps"] += 1
         run["train_seconds"] += time.perf_counter() - began
         total, examples = total + loss * n, examples + n
