@@ -30,7 +30,9 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +45,7 @@ from keras import layers  # noqa: E402
 
 from textgen.charset import Charset  # noqa: E402
 from textgen.options import MAX_EPOCHS, RECIPES, TrainConfig  # noqa: E402
+from trainer import training  # noqa: E402
 from trainer.dataset import TextDataset  # noqa: E402
 from trainer.training import train  # noqa: E402
 
@@ -91,7 +94,11 @@ def main(argv=None) -> dict:
                         help=f"{QUICK_MINUTES:g} minute per recipe and {QUICK_THROUGHPUT_EPOCHS} throughput "
                              "epochs: a check that the bench works, not numbers to quote")
     parser.add_argument("--results", type=Path, default=RESULTS, help="output folder (default bench/results)")
+    parser.add_argument("--run-recipe", help=argparse.SUPPRESS)  # one recipe's run, in a process of its own
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.run_recipe:
+        return run_recipe(args.run_recipe, args.minutes, args.out)
     minutes = args.minutes if args.minutes is not None else (QUICK_MINUTES if args.quick else DEFAULT_MINUTES)
     if not (math.isfinite(minutes) and minutes > 0):
         parser.error(f"--minutes must be a positive number, got {minutes}")
@@ -130,7 +137,7 @@ def main(argv=None) -> dict:
             f"{tp['naive']['examples_per_second']:.0f} ex/s, ratio {tp['ratio']:.2f}; trainer epoch times "
             f"spread {tp['trainer']['epoch_seconds_spread']:.1%}")
 
-    out["recipes"] = {name: measure_recipe(text, name, minutes, marks(minutes)) for name in recipes}
+    out["recipes"] = {name: measure_recipe_apart(name, minutes) for name in recipes}
     out["seconds"] = time.perf_counter() - began
     out["machine"]["load_average_end"] = list(os.getloadavg())
 
@@ -310,6 +317,28 @@ def recipe_run_config(recipe: str, minutes: float) -> TrainConfig:
                                    display_length=0, seed=SEED)
 
 
+def measure_recipe_apart(recipe: str, minutes: float) -> dict:
+    """``measure_recipe`` in a fresh process of its own, as ``python -m trainer train`` would run it
+    (with the trainer's thread settings, ``trainer.training.use_threads_for``, which must come before
+    TensorFlow's first op and would slow this process's single-graph naive port)."""
+    with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
+        out = Path(tmp) / "recipe.json"
+        subprocess.run([sys.executable, "-m", "bench.train_bench", "--run-recipe", recipe, "--minutes", str(minutes),
+                        "--out", str(out)], check=True, cwd=ROOT)
+        return json.loads(out.read_text())
+
+
+def run_recipe(recipe: str, minutes: float, out: Path) -> dict:
+    training.use_threads_for(recipe_run_config(recipe, minutes))
+    text = (shared_corpora() / f"{CORPUS_NAME}.txt").read_text(encoding="utf-8")
+    result = measure_recipe(text, recipe, minutes, marks(minutes))
+    result["tf_threads"] = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+                            "batch_slices": training.parallel_parts(result["config"]["batch_size"])}
+    out.write_text(json.dumps(result))
+    return result
+
+
 def measure_recipe(text: str, recipe: str, minutes: float, mark_minutes: list[float]) -> dict:
     """Train ``recipe`` on the head of ``text`` for ``minutes``; score the tail at each mark.
 
@@ -358,7 +387,23 @@ def measure_recipe(text: str, recipe: str, minutes: float, mark_minutes: list[fl
             "train_seconds": epochs[-1]["train_seconds"] if epochs else 0.0, "wall_seconds": wall,
             "median_examples_per_second": median_after_warmup(exs) if exs else None,
             "scores": scores, "load_average_before": list(load), "load_average_after": list(load_after),
-            "epoch_log": epochs}
+            "epoch_times": epoch_time_stats([e["seconds"] for e in epochs[1:-1]]), "epoch_log": epochs}
+
+
+STALL_FACTOR = 1.5  # an epoch this many times the median took is counted as a stall (issue 13's took 2x)
+
+
+def epoch_time_stats(seconds: list[float]) -> dict | None:
+    """The spread of a run's epoch times (its full epochs: not the first, which traces, nor the last,
+    which the time budget cuts short): median, the 10th and 90th percentiles, the slowest, and the
+    epochs that took STALL_FACTOR times the median or more."""
+    if len(seconds) < 3:
+        return None
+    median = statistics.median(seconds)
+    deciles = statistics.quantiles(seconds, n=10)
+    return {"epochs": len(seconds), "median": median, "p10": deciles[0], "p90": deciles[-1], "max": max(seconds),
+            "p10_p90_spread": (deciles[-1] - deciles[0]) / median, "max_over_median": max(seconds) / median,
+            "stalls": sum(1 for x in seconds if x >= STALL_FACTOR * median)}
 
 
 def score_heldout(model, charset: Charset, text: str, n_train: int, sample_len: int) -> float:
@@ -500,6 +545,16 @@ def quality_report(out: dict) -> list[str]:
                   if k in r["scores"] else "-") for k in keys]
         lines.append(f"| {name} | {r['epochs']} | {r['train_seconds'] / 60:.2f} | {r['wall_seconds'] / 60:.2f} | "
                      + " | ".join(cells) + " |")
+    lines += ["", "Epoch times in these runs (issue 13's stalls: epochs that took twice their usual time at 0% CPU). "
+              "Full epochs only: not the first (tracing) nor the last (cut short by the time budget). An epoch of "
+              f"{STALL_FACTOR:g}x the median or more counts as a stall:", "",
+              "| recipe | epochs | median s | 10th-90th percentile | spread (p90 - p10) / median | slowest / median "
+              "| stalls |", "|---|---:|---:|---|---:|---:|---:|"]
+    for name, r in runs.items():
+        t = r.get("epoch_times")
+        if t:
+            lines.append(f"| {name} | {t['epochs']} | {t['median']:.2f} | {t['p10']:.2f}-{t['p90']:.2f} s | "
+                         f"{t['p10_p90_spread']:.1%} | {t['max_over_median']:.2f}x | {t['stalls']} |")
     lines += ["", "![held-out nats per character against training minutes](train_quality.png)", ""]
     return lines
 

@@ -10,8 +10,9 @@ import pytest
 
 from textgen import bundle
 from textgen.options import MAX_EPOCHS, RECIPES, OptionError, TrainConfig
-from trainer import export
+from trainer import export, training
 from trainer.cli import build_parser, main, train_config
+from trainer.model import build_model, compile_data_parallel, compile_model, data_parallel
 from trainer.training import FINAL_LR_FRACTION, LearningRateSchedule, train
 
 from .conftest import corpus_text
@@ -42,7 +43,8 @@ def test_the_fast_recipe_sets_its_settings_and_flags_given_with_it_win():
     config = train_config(args)
     assert config == TrainConfig(**{**RECIPES["fast"].settings, "learning_rate": 1e-3, "epochs": 7,
                                     "recipe": "fast"})
-    assert (config.optimizer, config.lr_schedule, config.objective, config.dropout) == ("rmsprop", "cosine", "all", 0.2)
+    assert (config.optimizer, config.lr_schedule, config.objective, config.dropout, config.batch_size) == \
+        ("rmsprop", "cosine", "all", 0.2, 32)
 
 
 def test_a_time_budget_lifts_the_epoch_cap_unless_epochs_are_given():
@@ -64,7 +66,7 @@ def test_the_help_says_what_each_recipe_changes(capsys):
         main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "fast: every position of each window (--objective all), the original's RMSprop at 1e-2 decayed" in out
-    assert "and dropout 0.2 after each LSTM layer (--dropout 0.2)" in out
+    assert "and dropout 0.2 after each LSTM layer (--dropout 0.2), in batches of 32 (--batch-size 32;" in out
     assert "original: the original example's settings, unchanged" in out
 
 
@@ -169,3 +171,39 @@ def test_continuing_a_model_starts_a_fresh_warmup_and_decay(text, tmp_path):
     assert [h["learning_rate"] for h in child.meta["history"]] == \
         pytest.approx([h["learning_rate"] for h in parent.meta["history"]])
     assert child.meta["epochs"] == 4 and child.meta["training"]["lr_schedule"] == "cosine"
+
+
+# -- the batch in side-by-side slices ---------------------------------------------------------------
+
+def test_a_step_on_a_batch_in_two_slices_is_a_step_on_the_whole_batch():
+    keras.utils.set_random_seed(1)
+    whole = build_model(65, (32, 32), all_positions=True)
+    compile_model(whole)
+    sliced = build_model(65, (32, 32), all_positions=True)
+    compile_model(sliced)
+    sliced.set_weights(whole.get_weights())
+    stepper = compile_data_parallel(data_parallel(sliced, 2), sliced)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 65, (16, 12)).astype(np.int32), rng.integers(0, 65, (16, 12)).astype(np.int32)
+    for _ in range(3):
+        expected = whole.train_on_batch(x, y, return_dict=True)["loss"]
+        got = stepper.train_on_batch(np.array_split(x, 2), np.array_split(y, 2), return_dict=True)["loss"]
+        assert got == pytest.approx(expected, rel=1e-5)
+    for before, after in zip(whole.get_weights(), sliced.get_weights()):
+        np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-6)
+
+
+def test_a_batch_is_sliced_once_per_core_but_never_below_16_rows(monkeypatch):
+    monkeypatch.setattr(training, "cpu_cores", lambda: 2)
+    assert [training.parallel_parts(batch) for batch in (1, 16, 31, 32, 128, 4096)] == [1, 1, 1, 2, 2, 2]
+    monkeypatch.setattr(training, "cpu_cores", lambda: 16)
+    assert [training.parallel_parts(batch) for batch in (32, 64, 4096)] == [2, 4, 16]
+
+
+def test_training_in_slices_ends_with_the_same_quality_as_in_one_piece(text, monkeypatch):
+    config = TrainConfig(**{**TINY, "batch_size": 64, "epochs": 3, "lstm_layer_sizes": (32,)})
+    monkeypatch.setattr(training, "cpu_cores", lambda: 2)
+    sliced = train(text, config)
+    monkeypatch.setattr(training, "cpu_cores", lambda: 1)
+    whole = train(text, config)
+    assert sliced.meta["val_loss"] == pytest.approx(whole.meta["val_loss"], abs=1e-3)
