@@ -50,9 +50,10 @@ def data_parallel(model, parts: int):
     """``model`` applied to ``parts`` slices of each batch side by side, as one train step.
 
     The slices are independent branches of one graph, which TensorFlow runs on separate threads: on
-    2 CPU cores, two branches of one thread each trained 1.18x the examples per second of one branch
-    with two threads per op (bench/results/train_recipes.md), where each small matmul of an LSTM step
-    is split between threads. Takes a list of ``parts`` input arrays and gives a list of outputs;
+    2 CPU cores, two branches of one thread each trained 1.28x the examples per second of one branch
+    with two threads per op at batch 128, where each small matmul of an LSTM step is split between
+    threads; at batch 32 and 64, 1.03x to 1.08x in the trainer's loop (bench/results/train_recipes.md).
+    Takes a list of ``parts`` input arrays and gives a list of outputs;
     its loss is the mean of the slices' losses, so training it is training ``model`` on the whole
     batch. It shares ``model``'s layers and optimizer (compile it with ``compile_data_parallel``).
     """
