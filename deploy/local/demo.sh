@@ -27,9 +27,8 @@ PROMPT="function "
 # One LSTM layer of 128 units (a second one halves the examples per second, which a 2-minute run cannot
 # afford), trained with the fast recipe (`python -m trainer train --help` says what it sets) for 2 minutes
 # of steps, its learning-rate schedule fitted to them. Large epochs keep the per-epoch validation and
-# samples to a few. Side by side on a loaded machine, with a 4-minute budget, this reached 1.69 held-out
-# bits per character on tfjs-code in 270 s of wall time, where the demo's earlier settings reached 1.74
-# in 304 s (bench/results/train_demo.md).
+# samples to a few. In 130 s of wall time this reached 1.95 held-out bits per character on tfjs-code,
+# where the original recipe with the same options reached 2.19 (bench/results/train_demo.md).
 DEFAULT_TRAIN_ARGS="--recipe fast --layers 128 --examples-per-epoch 32768 --time-budget 2 --display-length 80"
 read -r -a TRAIN_ARGS <<<"${DEMO_TRAIN_ARGS:-$DEFAULT_TRAIN_ARGS}"
 
