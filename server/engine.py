@@ -564,7 +564,7 @@ class _PromptStates:
 
     def put(self, key: bytes, row: dict) -> dict:
         """Keep ``row`` (tensors with one row each) for ``key``; returns it."""
-        size = sum(value.shape.num_elements() * value.dtype.size for value in row.values())
+        size = _row_bytes(row)
         if size > self.capacity:
             return row
         with self._lock:
@@ -573,8 +573,12 @@ class _PromptStates:
                 self._bytes += size
             while self._bytes > self.capacity:
                 _, dropped = self._rows.popitem(last=False)
-                self._bytes -= sum(value.shape.num_elements() * value.dtype.size for value in dropped.values())
+                self._bytes -= _row_bytes(dropped)
         return row
+
+
+def _row_bytes(row: dict) -> int:
+    return sum(value.shape.num_elements() * value.dtype.size for value in row.values())
 
 
 def _jit(fn):

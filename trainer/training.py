@@ -344,11 +344,11 @@ def _train_epoch(stepper, model, x, y, batch_size: int, schedule: LearningRateSc
     time budget ran out after a batch).
     """
     total, examples, outcome = 0.0, 0, "done"
+    parts = len(stepper.inputs) if stepper is not model else 1
     for batch, start in enumerate(range(0, len(x), batch_size), 1):
         began = time.perf_counter()
         model.optimizer.learning_rate = schedule.at(run["steps"], run["train_seconds"])
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        parts = len(stepper.inputs) if stepper is not model else 1
         if parts > 1 and len(xb) >= parts:
             logs = stepper.train_on_batch(np.array_split(xb, parts), np.array_split(yb, parts), return_dict=True)
         else:
