@@ -523,16 +523,20 @@ def quality_report(out: dict) -> list[str]:
         f"{SAMPLE_LEN} characters of context, with the weights of the last epoch that ended by each time. "
         "Mean -log p in nats per character (lower is better; bits = nats / 0.693):",
         "",
-        "| recipe | " + " | ".join(f"{k} min" for k in keys) + " | examples/s | examples seen | load avg before -> after |",
-        "|---|" + "---:|" * len(keys) + "---:|---:|---|",
+        "| recipe | LSTM layers | " + " | ".join(f"{k} min" for k in keys)
+        + " | examples/s | examples seen | load avg before -> after |",
+        "|---|---|" + "---:|" * len(keys) + "---:|---:|---|",
     ]
     for name, r in runs.items():
         cells = [fmt_num(r["scores"].get(k, {}).get("nats_per_char")) for k in keys]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {fmt_num(r['median_examples_per_second'], '{:,.0f}')} "
+        model = ",".join(map(str, r["config"]["lstm_layer_sizes"]))
+        lines.append(f"| {name} | {model} | " + " | ".join(cells)
+                     + f" | {fmt_num(r['median_examples_per_second'], '{:,.0f}')} "
                      f"| {r['examples_seen']:,} | {fmt_load(r['load_average_before'])} -> "
                      f"{fmt_load(r['load_average_after'])} |")
     ref = [fmt_num(NANOGPT_REFERENCE.get(float(k))) for k in keys]
-    lines.append("| nanoGPT baby GPT (issue 13's table, not run here) | " + " | ".join(ref) + " | | | |")
+    lines.append("| nanoGPT baby GPT (issue 13's table, not run here) | (4 layers, 128 wide) | " + " | ".join(ref)
+                 + " | | | |")
     lines += ["", "What each recipe sets (everything else is the original's default):", ""]
     for name in runs:
         lines.append(f"- `{name}`: {RECIPES[name].summary}")

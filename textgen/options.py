@@ -50,8 +50,10 @@ RECIPES = {
         "every position of each window (--objective all), the original's RMSprop at 1e-2 decayed to a "
         "tenth over the run on a cosine (--lr-schedule cosine), and dropout 0.2 after each LSTM layer "
         "(--dropout 0.2), in batches of 32 (--batch-size 32; the original's 128 learns less per "
-        "example at these budgets). Same model size as the original.",
-        {"objective": "all", "lr_schedule": "cosine", "dropout": 0.2, "batch_size": 32},
+        "example at these budgets), with two LSTM layers of 192 (--lstm-layer-size 192,192: a larger "
+        "model than the original's 128,128, which learns faster per example and wins from about 4 minutes "
+        "of training on).",
+        {"objective": "all", "lr_schedule": "cosine", "dropout": 0.2, "batch_size": 32, "lstm_layer_sizes": (192, 192)},
     ),
 }
 DEFAULT_RECIPE = "original"

@@ -121,8 +121,14 @@ def test_the_page_asks_for_the_token_the_server_needs_then_loads(browser, web_st
     recipes = browser.execute_script("return [...document.querySelectorAll('#recipe option')].map(o => o.value)")
     assert recipes == ["original", "fast"] or recipes == ["fast", "original"]
     assert el(browser, "recipe").get_attribute("value") == "fast"
-    assert "Sets objective = all, lr_schedule = cosine, dropout = 0.2, batch_size = 32." in text(browser, "recipe-info")
+    assert ("Sets objective = all, lr_schedule = cosine, dropout = 0.2, batch_size = 32, lstm_layer_sizes = 192,192."
+            in text(browser, "recipe-info"))
     assert el(browser, "objective").get_attribute("value") == ""  # empty: the recipe's
+    assert el(browser, "layer-sizes").get_attribute("value") == ""  # the recipe's model size, shown as the hint
+    assert el(browser, "layer-sizes").get_attribute("placeholder") == "192,192"
+    select(browser, "recipe", "original")
+    assert el(browser, "layer-sizes").get_attribute("placeholder") == "128,128"
+    select(browser, "recipe", "fast")
     # the gateway passes the token on and never writes it down
     assert TOKEN not in web_stack.log("web").read_text()
 

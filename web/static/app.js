@@ -223,7 +223,7 @@ function fromModelChanged() {
   const continuing = !!$("from-model").value;
   $("layer-sizes").disabled = continuing;
   $("layer-sizes").title = continuing ? "kept from the model being trained further"
-                                      : "one number per layer, separated by commas";
+                                      : "one number per layer, separated by commas; empty: the recipe's";
   if (continuing) $("model-name").placeholder = $("from-model").value;  // a new version of it
   else describeCorpus();
 }
@@ -301,6 +301,7 @@ function describeRecipe() {
   for (const [name, id] of Object.entries(CHOICE_FIELDS)) {
     $(id).options[0].textContent = `the recipe's (${value(name)})`;
   }
+  $("layer-sizes").placeholder = value("lstm_layer_sizes").join(",");
 }
 
 function trainingOptions() {
@@ -317,7 +318,8 @@ function trainingOptions() {
     if ($(id).value) options[name] = $(id).value;
   }
   if (!options.recipe) delete options.recipe;
-  if (!$("from-model").value) options.lstm_layer_sizes = $("layer-sizes").value;
+  const sizes = $("layer-sizes").value.trim();
+  if (!$("from-model").value && sizes) options.lstm_layer_sizes = sizes;
   return options;
 }
 
