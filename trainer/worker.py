@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import faulthandler
 import logging
 import os
 import signal
@@ -159,6 +160,16 @@ def _worker_class():
                     os.kill(self.horse_pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
+
+        def unsubscribe(self):
+            # RQ's own then waits for its pubsub thread, which it runs with sleep_time=60. Since redis-py 8.2,
+            # PubSubWorkerThread.stop() joins that thread with no limit, and a thread that saw the
+            # unsubscribe first sleeps out the 60 s: the warm shutdown outlived compose's 30 s stop grace
+            # period (4 in 10 shutdowns here). The thread is a daemon and main() ends the process right
+            # after work() returns, which closes the connection: unsubscribe, and do not wait.
+            if self.pubsub_thread:
+                self.log.info("Worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name)
+                self.pubsub.unsubscribe()
 
         def main_work_horse(self, job, queue):
             _die_with_parent()
@@ -335,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc} (see python -m trainer worker --help)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack to stderr
     from rq.serializers import JSONSerializer
 
     url = config.redis_url()
