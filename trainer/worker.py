@@ -165,8 +165,9 @@ def _worker_class():
             # RQ's own then waits for its pubsub thread, which it runs with sleep_time=60. Since redis-py 8.2,
             # PubSubWorkerThread.stop() joins that thread with no limit, and a thread that saw the
             # unsubscribe first sleeps out the 60 s: the warm shutdown outlived compose's 30 s stop grace
-            # period (in 3 of 8 runs of the shutdown tests here). The thread is a daemon and main() ends the process right
-            # after work() returns, which closes the connection: unsubscribe, and do not wait.
+            # period (in 3 of 8 runs of the shutdown tests here). The thread is a daemon and main() ends
+            # the process right after work() returns, which closes the connection: unsubscribe, and do
+            # not wait.
             if self.pubsub_thread:
                 self.log.info("Worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name)
                 self.pubsub.unsubscribe()
