@@ -7,7 +7,8 @@ exactly as the original would see it. With ``all_positions`` the last LSTM retur
 output is ``[batch, time, charset_size]``: the same weights, trained on every position.
 
 Only Keras' built-in layers, so a bundle's ``model.keras`` loads in stock Keras (safe mode on) in a
-process that never imported this project.
+process that never imported this project. The trainer's own model may use ``SequenceLSTM``, Keras'
+LSTM trained faster on a CPU (``trainer.sequence_lstm``); the serving model never does.
 """
 from __future__ import annotations
 
@@ -15,19 +16,23 @@ import keras
 from keras import layers, ops
 
 from textgen.options import LEARNING_RATE, LSTM_LAYER_SIZES
+from trainer.sequence_lstm import SequenceLSTM
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with native bfloat16 arithmetic
 ADAMW_WEIGHT_DECAY = 0.1  # nanoGPT's (Keras decays every variable, biases too)
 
 
 def build_model(charset_size: int, lstm_layer_sizes=LSTM_LAYER_SIZES, all_positions: bool = False,
-                dropout: float = 0.0, precision: str = "float32"):
+                dropout: float = 0.0, precision: str = "float32", sequence_kernel: bool = False):
     """A fresh model; layer names are fixed so weights move between the two output shapes.
 
     ``dropout`` > 0 puts a Dropout layer after each LSTM, the last included (before the softmax;
     active in training only; it has no weights, so the serving model simply leaves it out). ``precision="bfloat16"`` computes the LSTMs
     in bfloat16 with float32 weights (Keras' mixed_bfloat16); the softmax stays float32.
+    ``sequence_kernel``: ``SequenceLSTM`` layers instead of Keras' LSTM (the same weights and results;
+    for training only).
     """
+    lstm = SequenceLSTM if sequence_kernel else layers.LSTM
     lstm_dtype = "mixed_bfloat16" if precision == "bfloat16" else None
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     # One-hot as a frozen identity embedding: a built-in layer that takes [batch, time] ids of any
@@ -39,7 +44,7 @@ def build_model(charset_size: int, lstm_layer_sizes=LSTM_LAYER_SIZES, all_positi
         last = i == len(lstm_layer_sizes) - 1
         # Default activations, no recurrent dropout, no mask: the conditions for the cuDNN kernel on a
         # GPU. Dropout between layers acts on the outputs only, which keeps them.
-        x = layers.LSTM(units, return_sequences=all_positions or not last, name=f"lstm_{i}", dtype=lstm_dtype)(x)
+        x = lstm(units, return_sequences=all_positions or not last, name=f"lstm_{i}", dtype=lstm_dtype)(x)
         if dropout > 0:
             x = layers.Dropout(dropout, name=f"dropout_{i}")(x)
     probs = layers.Dense(charset_size, activation="softmax", name="next_char", dtype="float32")(x)
@@ -94,19 +99,23 @@ def charset_size(model) -> int:
     return int(model.get_layer("next_char").units)
 
 
-def with_objective(model, all_positions: bool, dropout: float = 0.0, precision: str = "float32"):
+def with_objective(model, all_positions: bool, dropout: float = 0.0, precision: str = "float32",
+                   sequence_kernel: bool = False):
     """``model``'s weights in a model of the given shape (or ``model`` itself when it has that shape).
 
-    ``with_objective(model, all_positions=False)`` is the serving model: float32, no dropout.
+    ``with_objective(model, all_positions=False)`` is the serving model: float32, no dropout, Keras'
+    own LSTM layers.
     """
     sizes = lstm_layer_sizes(model)
     returns_sequences = model.get_layer(f"lstm_{len(sizes) - 1}").return_sequences
     has_dropout = any(isinstance(layer, layers.Dropout) for layer in model.layers)
     in_bfloat16 = model.get_layer("lstm_0").dtype_policy.compute_dtype == "bfloat16"
-    if (returns_sequences, has_dropout, in_bfloat16) == (all_positions, dropout > 0, precision == "bfloat16"):
+    has_sequence_kernel = isinstance(model.get_layer("lstm_0"), SequenceLSTM)
+    if ((returns_sequences, has_dropout, in_bfloat16, has_sequence_kernel)
+            == (all_positions, dropout > 0, precision == "bfloat16", sequence_kernel)):
         if not has_dropout or all(layer.rate == dropout for layer in model.layers if isinstance(layer, layers.Dropout)):
             return model
-    other = build_model(charset_size(model), sizes, all_positions, dropout, precision)
+    other = build_model(charset_size(model), sizes, all_positions, dropout, precision, sequence_kernel)
     other.set_weights(model.get_weights())
     return other
 

@@ -169,9 +169,10 @@ def train(
         run = {"steps": checkpoint.get("steps", 0), "train_seconds": checkpoint.get("train_seconds", 0.0)}
     else:
         if model is None:
-            model = build_model(len(charset), config.lstm_layer_sizes, all_positions, config.dropout, precision)
+            model = build_model(len(charset), config.lstm_layer_sizes, all_positions, config.dropout, precision,
+                                sequence_kernel=True)
         else:
-            model = with_objective(model, all_positions, config.dropout, precision)
+            model = with_objective(model, all_positions, config.dropout, precision, sequence_kernel=True)
         compile_model(model, config.learning_rate, config.optimizer, config.clip_norm)
     view = with_objective(model, all_positions=False)  # the serving shape, for validation and samples
     parts = parallel_parts(config.batch_size)
