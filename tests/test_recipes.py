@@ -43,8 +43,9 @@ def test_the_fast_recipe_sets_its_settings_and_flags_given_with_it_win():
     config = train_config(args)
     assert config == TrainConfig(**{**RECIPES["fast"].settings, "learning_rate": 1e-3, "epochs": 7,
                                     "recipe": "fast"})
-    assert (config.optimizer, config.lr_schedule, config.objective, config.dropout, config.batch_size,
-            config.lstm_layer_sizes) == ("rmsprop", "cosine", "all", 0.2, 32, (192, 192))
+    assert (config.optimizer, config.lr_schedule, config.warmup_steps, config.clip_norm, config.objective,
+            config.dropout, config.batch_size, config.lstm_layer_sizes) == \
+        ("rmsprop", "cosine", 300, 1.0, "all", 0.2, 32, (224, 224))
     # layer sizes given with the recipe win too
     sized = train_config(build_parser().parse_args(["train", "x", "--recipe", "fast", "--lstm-layer-size", "128"]))
     assert (sized.lstm_layer_sizes, sized.dropout) == ((128,), 0.2)
@@ -69,8 +70,10 @@ def test_the_help_says_what_each_recipe_changes(capsys):
         main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "fast: every position of each window (--objective all), the original's RMSprop at 1e-2 decayed" in out
+    assert "after 300 steps of linear warmup (--warmup-steps 300)" in out
+    assert "clipped to a global norm of 1 (--clip-norm 1)" in out
     assert "and dropout 0.2 after each LSTM layer (--dropout 0.2), in batches of 32 (--batch-size 32;" in out
-    assert "with two LSTM layers of 192 (--lstm-layer-size 192,192:" in out
+    assert "with two LSTM layers of 224 (--lstm-layer-size 224,224:" in out
     assert "original: the original example's settings, unchanged" in out
 
 

@@ -121,11 +121,12 @@ def test_the_page_asks_for_the_token_the_server_needs_then_loads(browser, web_st
     recipes = browser.execute_script("return [...document.querySelectorAll('#recipe option')].map(o => o.value)")
     assert recipes == ["original", "fast"] or recipes == ["fast", "original"]
     assert el(browser, "recipe").get_attribute("value") == "fast"
-    assert ("Sets objective = all, lr_schedule = cosine, dropout = 0.2, batch_size = 32, lstm_layer_sizes = 192,192."
+    assert ("Sets objective = all, lr_schedule = cosine, warmup_steps = 300, clip_norm = 1, dropout = 0.2, "
+            "batch_size = 32, lstm_layer_sizes = 224,224."
             in text(browser, "recipe-info"))
     assert el(browser, "objective").get_attribute("value") == ""  # empty: the recipe's
     assert el(browser, "layer-sizes").get_attribute("value") == ""  # the recipe's model size, shown as the hint
-    assert el(browser, "layer-sizes").get_attribute("placeholder") == "192,192"
+    assert el(browser, "layer-sizes").get_attribute("placeholder") == "224,224"
     select(browser, "recipe", "original")
     assert el(browser, "layer-sizes").get_attribute("placeholder") == "128,128"
     select(browser, "recipe", "fast")
