@@ -69,11 +69,11 @@ def test_the_help_says_what_each_recipe_changes(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "fast: every position of each window (--objective all), the original's RMSprop at 1e-2 decayed" in out
+    assert "fast: every position of each window (--objective all), the original's RMSprop at 1e-2 after 300" in out
     assert "after 300 steps of linear warmup (--warmup-steps 300)" in out
     assert "clipped to a global norm of 1 (--clip-norm 1)" in out
     assert "and dropout 0.2 after each LSTM layer (--dropout 0.2), in batches of 32 (--batch-size 32;" in out
-    assert "with two LSTM layers of 224 (--lstm-layer-size 224,224:" in out
+    assert "with two LSTM layers of 224 (--lstm-layer-" in out and "224,224: a larger model" in out
     assert "original: the original example's settings, unchanged" in out
 
 

@@ -193,7 +193,8 @@ def test_training_from_the_form_draws_the_charts_and_survives_a_reload(browser, 
 
 
 def output_length(browser):
-    return browser.execute_script("return document.getElementById('output-text').textContent.length")
+    """Characters (code points, as the server counts them; ``.length`` counts an emoji twice)."""
+    return browser.execute_script("return [...document.getElementById('output-text').textContent].length")
 
 
 def test_generated_text_appears_while_it_streams(browser, web_stack):

@@ -531,7 +531,7 @@ async function generate() {
         setGenState("running", `Generating: ${d.model} v${d.version}, seed ${d.seed}…`);
       } else if (name === "text") {
         pending.push(d.text);
-        produced += d.text.length;
+        produced += [...d.text].length;  // characters (code points), as the server counts them
         if (!frame) frame = requestAnimationFrame(flush);
       } else if (name === "end") {
         flush();
