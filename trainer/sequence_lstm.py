@@ -11,7 +11,7 @@ each on one step's ``[batch, units]`` rows, and two weight gradients added into 
   steps (one matmul per step); the gradients of ``kernel``, ``recurrent_kernel`` and ``bias`` and of
   the input are then one matmul each over all the steps.
 
-On 2 CPU cores, 192,192 at batch 32 trained 1.4x the examples per second of Keras' LSTM
+On 2 CPU cores, 192,192 at batch 32 trained 1.35x the examples per second of Keras' LSTM
 (bench/results/train_recipes.md, section H); 128,128 at batch 128, the same. The results are the same
 as Keras' LSTM to float32 rounding (``tests/test_sequence_lstm.py``). Where this order of work does
 not apply (a GPU, which has cuDNN; bfloat16; a mask; non-default activations; the cell's own dropout)
