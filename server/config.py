@@ -24,18 +24,16 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from pathlib import Path
 
 from textgen import config as shared_config
 from textgen import metrics as shared_metrics
+from textgen.config import ConfigError, env_int, env_path, env_seconds, env_switch
+
+SettingsError = ConfigError  # a variable the server cannot use; the message names it
 
 DEFAULT_ADDR = "127.0.0.1:50051"
-
-
-class SettingsError(ValueError):
-    """An environment variable with a value the server cannot use; the message names it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +45,7 @@ class Settings:
     max_prompt: int = 10_000
     max_score_chars: int = 100_000
     max_message_bytes: int = 4 * 1024 * 1024
-    max_upload_bytes: int = 50 * 1024 * 1024
+    max_upload_bytes: int = shared_config.DEFAULT_MAX_UPLOAD_BYTES
     reload_seconds: float = 2.0
     grace_seconds: float = 10.0
     tokens_file: Path | None = None
@@ -66,7 +64,7 @@ class Settings:
     def from_env(cls) -> "Settings":
         """Settings from ``os.environ``; raises SettingsError naming a variable with a bad value."""
         env = os.environ
-        cert, key = _path(env, "TEXTGEN_TLS_CERT"), _path(env, "TEXTGEN_TLS_KEY")
+        cert, key = env_path(env, "TEXTGEN_TLS_CERT"), env_path(env, "TEXTGEN_TLS_KEY")
         if (cert is None) != (key is None):
             raise SettingsError("TLS needs both TEXTGEN_TLS_CERT and TEXTGEN_TLS_KEY (PEM files); only one is set")
         try:
@@ -76,60 +74,19 @@ class Settings:
         return cls(
             addr=env.get("TEXTGEN_ADDR", DEFAULT_ADDR),
             data_dir=shared_config.data_dir(),
-            max_length=_int(env, "TEXTGEN_MAX_LENGTH", cls.max_length),
-            max_streams=_int(env, "TEXTGEN_MAX_STREAMS", cls.max_streams),
-            max_prompt=_int(env, "TEXTGEN_MAX_PROMPT", cls.max_prompt),
-            max_score_chars=_int(env, "TEXTGEN_MAX_SCORE_CHARS", cls.max_score_chars),
-            max_message_bytes=_int(env, "TEXTGEN_MAX_MESSAGE_BYTES", cls.max_message_bytes),
-            max_upload_bytes=_int(env, "TEXTGEN_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
-            reload_seconds=_seconds(env, "TEXTGEN_RELOAD_SECONDS", cls.reload_seconds),
-            grace_seconds=_seconds(env, "TEXTGEN_GRACE_SECONDS", cls.grace_seconds),
-            tokens_file=_path(env, "TEXTGEN_TOKENS_FILE"),
+            max_length=env_int(env, "TEXTGEN_MAX_LENGTH", cls.max_length),
+            max_streams=env_int(env, "TEXTGEN_MAX_STREAMS", cls.max_streams),
+            max_prompt=env_int(env, "TEXTGEN_MAX_PROMPT", cls.max_prompt),
+            max_score_chars=env_int(env, "TEXTGEN_MAX_SCORE_CHARS", cls.max_score_chars),
+            max_message_bytes=env_int(env, "TEXTGEN_MAX_MESSAGE_BYTES", cls.max_message_bytes),
+            max_upload_bytes=shared_config.max_upload_bytes(env),
+            reload_seconds=env_seconds(env, "TEXTGEN_RELOAD_SECONDS", cls.reload_seconds),
+            grace_seconds=env_seconds(env, "TEXTGEN_GRACE_SECONDS", cls.grace_seconds),
+            tokens_file=env_path(env, "TEXTGEN_TOKENS_FILE"),
             tls_cert=cert,
             tls_key=key,
             redis_url=shared_config.redis_url(),
             metrics_addr=metrics_addr,
-            xla=_switch(env, "TEXTGEN_XLA", cls.xla),
-            prompt_cache_mb=_int(env, "TEXTGEN_PROMPT_CACHE_MB", cls.prompt_cache_mb, least=0),
+            xla=env_switch(env, "TEXTGEN_XLA", cls.xla),
+            prompt_cache_mb=env_int(env, "TEXTGEN_PROMPT_CACHE_MB", cls.prompt_cache_mb, least=0),
         )
-
-
-def _switch(env, name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    if raw not in ("0", "1"):
-        raise SettingsError(f"{name} must be 1 (on) or 0 (off), got {raw!r}")
-    return raw == "1"
-
-
-def _int(env, name: str, default: int, least: int = 1) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = least - 1
-    if value < least:
-        what = "a positive integer" if least == 1 else f"an integer >= {least}"
-        raise SettingsError(f"{name} must be {what}, got {raw!r}")
-    return value
-
-
-def _seconds(env, name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not (math.isfinite(value) and value > 0):
-        raise SettingsError(f"{name} must be a positive number of seconds, got {raw!r}")
-    return value
-
-
-def _path(env, name: str) -> Path | None:
-    raw = env.get(name, "").strip()
-    return Path(raw) if raw else None

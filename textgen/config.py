@@ -1,12 +1,67 @@
-"""Configuration from the environment, the same names in every process (ARCHITECTURE.md)."""
+"""Configuration from the environment, the same names in every process (ARCHITECTURE.md), and the
+one way a process reads a number, a switch or a path from it (``env_int`` and friends: a bad value
+raises ConfigError naming the variable)."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_DATA_DIR = "./var/data"
 QUEUE_NAME = "training"
+DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """An environment variable with a value the process cannot use; the message names it."""
+
+
+def max_upload_bytes(env=os.environ) -> int:
+    """TEXTGEN_MAX_UPLOAD_BYTES: the largest corpus an upload may have (the server's UploadCorpus and
+    the web process's ``POST /api/v1/corpora`` both hold to it)."""
+    return env_int(env, "TEXTGEN_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES)
+
+
+def env_int(env, name: str, default: int, least: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        what = "a positive integer" if least == 1 else f"an integer >= {least}"
+        raise ConfigError(f"{name} must be {what}, got {raw!r}")
+    return value
+
+
+def env_seconds(env, name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def env_switch(env, name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if raw not in ("0", "1"):
+        raise ConfigError(f"{name} must be 1 (on) or 0 (off), got {raw!r}")
+    return raw == "1"
+
+
+def env_path(env, name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw) if raw else None
 
 
 def redis_url() -> str:

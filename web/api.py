@@ -6,25 +6,24 @@ server refuses gets its HTTP status (400, 404, 429...) rather than a 200 with an
 """
 from __future__ import annotations
 
-import inspect
-import os
 import tempfile
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
-from client.api import Client, Generation, TextgenError
+from client.api import Client, TextgenError
 from textgen.options import RECIPES, DEFAULT_RECIPE, TrainConfig
 from web.convert import job_event, to_json
-from web.errors import error_body
+from web.errors import Body, error_body
+from web.generation import Chunks, Stop, TopK, TopP, stop_list
 from web.streams import KEEPALIVE, SSE_HEADERS, BlockingStream, sse
 
 router = APIRouter(prefix="/api/v1")
 
 WATCH_KEEPALIVE_S = 15.0
-DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # the server's default TEXTGEN_MAX_UPLOAD_BYTES
 
 
 def caller_client(request: Request) -> Client:
@@ -35,20 +34,6 @@ def caller_client(request: Request) -> Client:
     if scheme.lower() == "bearer" and token.strip():
         return client.with_token(token.strip())
     return client
-
-
-def extra_arguments(method, body: BaseModel) -> dict:
-    """The request's fields beyond the declared ones, as keyword arguments of ``method``; a field
-    ``method`` does not take is an INVALID_ARGUMENT naming it. New options of client.Client (top_k,
-    a training recipe...) so reach the server with no change here."""
-    extra = dict(body.model_extra or {})
-    params = inspect.signature(method).parameters
-    unknown = sorted(name for name in extra if name not in params or name == "self")
-    if unknown:
-        known = sorted(set(type(body).model_fields) | {p for p in params if p != "self"})
-        raise TextgenError("INVALID_ARGUMENT", f"unknown field {', '.join(map(repr, unknown))}; "
-                                               f"known fields: {', '.join(known)}")
-    return extra
 
 
 # ---- models --------------------------------------------------------------------------------------
@@ -71,9 +56,9 @@ def delete_model(model: str, version: int = 0, all: bool = Query(False, descript
 
 # ---- generation ----------------------------------------------------------------------------------
 
-class GenerateBody(BaseModel):
-    """Fields beyond these are passed to ``client.Client.generate`` as they are."""
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+class GenerateBody(Body):
+    """One generation: a model, a prompt, how many characters, and the controls of each draw."""
+    model_config = ConfigDict(json_schema_extra={"examples": [
         {"model": "tfjs-code", "prompt": "function ", "length": 300, "temperature": 0.5, "seed": 7}]})
 
     model: str = Field(description="model name")
@@ -83,83 +68,50 @@ class GenerateBody(BaseModel):
     temperature: float = Field(0.5, description=">= 0; 0 = always the most likely character")
     seed: int | None = Field(None, description="same seed, same text; the seed used is in the start event")
     stream: bool = Field(True, description="Server-Sent Events (true) or one JSON reply at the end (false)")
+    top_k: TopK = 0
+    top_p: TopP = None
+    stop: Stop = None
+    logprobs: bool = Field(False, description="the log-probability (ln p) of each generated character: in each "
+                                              "text event, or in the reply's logprobs without streaming")
 
 
 def _start_json(start) -> dict:
     return to_json(start) if start is not None else {}
 
 
-def stop_list(stop) -> list:
-    """``stop`` as a list: one string is one stop string (OpenAI's and our JSON allow both), never
-    its characters; None is none."""
-    if stop is None:
-        return []
-    return [stop] if isinstance(stop, str) else stop
-
-
-def chunks_with_logprobs(generation: Generation):
-    """(text, logprobs of its characters) for each chunk of ``generation``: the logprobs are those
-    the chunk's message carried (empty unless the request asked for them). Runs in the stream's thread."""
-    seen = 0
-    for text in generation:
-        logprobs = generation.logprobs[seen:]
-        seen += len(logprobs)
-        yield text, logprobs
-
-
-
-async def first_chunk(generation: Generation) -> tuple[BlockingStream, AsyncIterator, tuple[str, list]]:
-    """Read ``generation`` as ``(text, logprobs)`` chunks and wait for the first, so that an error
-    before any text (bad temperature, unknown model, too many streams) is raised here, while the
-    caller can still answer with an HTTP status. Returns the stream (to close), the rest, the first."""
-    stream = BlockingStream(chunks_with_logprobs(generation), generation.cancel)
-    chunks = stream.__aiter__()
-    try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        first = ("", [])
-    return stream, chunks, first
-
 @router.post("/generate", tags=["generate"], summary="Stream generated text as Server-Sent Events",
              response_description="SSE: `start` {model, version, prompt, seed}, `text` {text} per chunk "
                                   "({text, logprobs} with logprobs=true), then `end` {reason: length or stop, "
                                   "characters}; `error` {error} if the stream fails midway")
 async def generate(body: GenerateBody, client: Client = Depends(caller_client)):
-    extra = extra_arguments(client.generate, body)
-    if "stop" in extra:
-        extra["stop"] = stop_list(extra["stop"])
-    logprobs = bool(extra.get("logprobs"))
     generation = client.generate(body.model, prompt=body.prompt, length=body.length, temperature=body.temperature,
-                                 seed=body.seed, version=body.version, **extra)
-    stream, chunks, first = await first_chunk(generation)
+                                 seed=body.seed, version=body.version, top_k=body.top_k, top_p=body.top_p,
+                                 stop=stop_list(body.stop), logprobs=body.logprobs)
     # An error before the first text (bad temperature, unknown model, too many streams) is the HTTP status.
-
-    def text_event(text: str, chunk_logprobs: list) -> dict:
-        return {"text": text, "logprobs": chunk_logprobs} if logprobs else {"text": text}
+    chunks = await Chunks.open(generation)
 
     if not body.stream:
-        parts = [first]
-        async for item in chunks:
-            parts.append(item)
-        reply = {"text": "".join(text for text, _ in parts), "start": _start_json(generation.start),
+        text, logprobs = await chunks.gather()
+        reply = {"text": text, "start": _start_json(generation.start),
                  "end": to_json(generation.end) if generation.end else None}
-        if logprobs:
-            reply["logprobs"] = [lp for _, chunk_logprobs in parts for lp in chunk_logprobs]
+        if body.logprobs:
+            reply["logprobs"] = logprobs
         return reply
+
+    def text_event(text: str, chunk_logprobs: list) -> dict:
+        return {"text": text, "logprobs": chunk_logprobs} if body.logprobs else {"text": text}
 
     async def events() -> AsyncIterator[str]:
         try:
-            yield sse("start", _start_json(generation.start))
-            if first[0]:
-                yield sse("text", text_event(*first))
+            yield sse(_start_json(generation.start), event="start")
             async for text, chunk_logprobs in chunks:
-                yield sse("text", text_event(text, chunk_logprobs))
+                yield sse(text_event(text, chunk_logprobs), event="text")
             if generation.end is not None:
-                yield sse("end", to_json(generation.end))
+                yield sse(to_json(generation.end), event="end")
         except TextgenError as exc:
-            yield sse("error", error_body(exc.code, exc.message))
+            yield sse(error_body(exc.code, exc.message), event="error")
         finally:
-            stream.close()
+            chunks.close()
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -182,9 +134,10 @@ def list_recipes():
             "default": DEFAULT_RECIPE, "recommended": PAGE_RECIPE if PAGE_RECIPE in RECIPES else DEFAULT_RECIPE,
             "defaults": defaults}
 
-class SubmitBody(BaseModel):
-    """Fields beyond these are passed to ``client.Client.submit_train`` as they are."""
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+
+class SubmitBody(Body):
+    """A training job: the text to learn (a corpus or an upload), the options, and what to publish."""
+    model_config = ConfigDict(json_schema_extra={"examples": [
         {"corpus": "tfjs-code", "model_name": "tiny", "options": {"lstm_layer_sizes": [32], "epochs": 2}}]})
 
     corpus: str = Field("", description="a built-in corpus name (see /corpora)")
@@ -199,14 +152,13 @@ class SubmitBody(BaseModel):
 
 @router.post("/jobs", tags=["jobs"], status_code=201, summary="Submit a training job")
 def submit_job(body: SubmitBody, client: Client = Depends(caller_client)):
-    extra = extra_arguments(client.submit_train, body)
     options = dict(body.options)
     sizes = options.get("lstm_layer_sizes")
     if isinstance(sizes, str):  # "128,128", as the CLI and the page's field write it
         options["lstm_layer_sizes"] = _layer_sizes(sizes)
     job = client.submit_train(corpus=body.corpus, corpus_id=body.corpus_id, options=options,
                               model_name=body.model_name, from_model=body.from_model,
-                              from_version=body.from_version, **extra)
+                              from_version=body.from_version)
     return to_json(job)
 
 
@@ -252,14 +204,14 @@ async def watch_job(job_id: str, client: Client = Depends(caller_client)):
         try:
             item = first
             if item is not None:
-                yield sse(item.WhichOneof("event") or "event", job_event(item), item.id)
+                yield sse(job_event(item), event=item.WhichOneof("event") or "event", event_id=item.id)
             async for item in events:
                 if item is None:
                     yield KEEPALIVE
                 else:
-                    yield sse(item.WhichOneof("event") or "event", job_event(item), item.id)
+                    yield sse(job_event(item), event=item.WhichOneof("event") or "event", event_id=item.id)
         except TextgenError as exc:
-            yield sse("error", error_body(exc.code, exc.message))
+            yield sse(error_body(exc.code, exc.message), event="error")
         finally:
             stream.close()
 
@@ -278,7 +230,7 @@ def list_corpora(client: Client = Depends(caller_client)):
                                             "required": True}})
 async def upload_corpus(request: Request, name: str = Query("", description="a display name"),
                         client: Client = Depends(caller_client)):
-    limit = _max_upload_bytes()
+    limit = request.app.state.settings.max_upload_bytes
     with tempfile.NamedTemporaryFile(prefix="textgen-upload-", suffix=".txt") as spool:
         size = 0
         async for data in request.stream():
@@ -288,14 +240,5 @@ async def upload_corpus(request: Request, name: str = Query("", description="a d
                                                f"(TEXTGEN_MAX_UPLOAD_BYTES)"), status_code=413)
             spool.write(data)
         spool.flush()
-        from starlette.concurrency import run_in_threadpool
-
         corpus = await run_in_threadpool(client.upload_corpus, spool.name, name or "upload.txt")
     return JSONResponse(to_json(corpus), status_code=201)
-
-
-def _max_upload_bytes() -> int:
-    try:
-        return int(os.environ.get("TEXTGEN_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES))
-    except ValueError:
-        return DEFAULT_MAX_UPLOAD_BYTES

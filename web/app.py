@@ -17,7 +17,8 @@ from fastapi_offline import FastAPIOffline
 
 from client.api import Client, TextgenError
 from web import api, completions
-from web.errors import error_response, validation_message
+from web.errors import Body, error_response, validation_message
+from web.settings import Settings
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -31,9 +32,11 @@ PAGE_HEADERS = {
 }
 
 
-def create_app(client: Client | None = None) -> "FastAPIOffline":
+def create_app(client: Client | None = None, settings: Settings | None = None) -> "FastAPIOffline":
     """The ASGI app, talking to the server through ``client`` (default: ``Client()``, which reads
-    TEXTGEN_SERVER, TEXTGEN_TOKEN and TEXTGEN_CA_CERT)."""
+    TEXTGEN_SERVER, TEXTGEN_TOKEN and TEXTGEN_CA_CERT), with ``settings`` (default: from the
+    environment, which raises textgen.config.ConfigError for a bad value) on ``app.state.settings``."""
+    settings = settings if settings is not None else Settings.from_env()
     app = FastAPIOffline(
         title="textgen",
         version="1",
@@ -45,6 +48,7 @@ def create_app(client: Client | None = None) -> "FastAPIOffline":
         static_url="/docs-static",
         lifespan=_lifespan,
     )
+    app.state.settings = settings
     app.state.client = client if client is not None else Client()
     app.include_router(api.router)
     app.include_router(completions.router)
@@ -55,7 +59,7 @@ def create_app(client: Client | None = None) -> "FastAPIOffline":
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError):
-        return _error(request, "INVALID_ARGUMENT", validation_message(exc))
+        return _error(request, "INVALID_ARGUMENT", validation_message(exc, _body_model(request)))
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -77,6 +81,13 @@ def create_app(client: Client | None = None) -> "FastAPIOffline":
 async def _lifespan(app):
     yield
     app.state.client.close()
+
+
+def _body_model(request: Request) -> type[Body] | None:
+    """The JSON body model of the route ``request`` matched (GenerateBody...), if it has one."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(field, "field_info", None), "annotation", None)
+    return model if isinstance(model, type) and issubclass(model, Body) else None
 
 
 def _error(request: Request, code: str, message: str):

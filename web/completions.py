@@ -2,33 +2,35 @@
 
     GET  /v1/models        every model, as OpenAI's model list (``name``; ``name:VERSION`` also works below)
     POST /v1/completions   model, prompt, max_tokens, temperature, seed, stream (SSE chunks, then [DONE]),
-                           stop (a string or up to 4), top_p, logprobs (0-5), and our top_k
+                           stop (a string or up to 4), top_p, logprobs (0-5), and our top_k; OpenAI's
+                           other fields (n, echo, ...) only at their NEUTRAL values
 
 A token here is a character: ``max_tokens`` is the number of characters to generate, and ``usage``
 counts characters. ``logprobs`` gives OpenAI's legacy object for the chosen characters only (the
 server does not report the alternatives): ``top_logprobs`` entries hold just the chosen character
 (none with ``logprobs=0``), and ``text_offset`` counts from the start of the prompt, as OpenAI's do.
-``finish_reason`` is "stop" when a stop string ended the completion. The API key (``Authorization: Bearer ...``) is passed on as the textgen token.
+``finish_reason`` is "stop" when a stop string ended the completion. The API key
+(``Authorization: Bearer ...``) is passed on as the textgen token.
 Errors are OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}`` with the HTTP status
 of the gRPC status.
 """
 from __future__ import annotations
 
-import inspect
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from client.api import Client, TextgenError
-from web.api import caller_client, first_chunk, stop_list
-from web.convert import http_status
 from textgen.v1 import textgen_pb2 as pb
-from web.streams import SSE_HEADERS
+from web.api import caller_client
+from web.convert import http_status
+from web.errors import Body
+from web.generation import Chunks, Stop, TopK, TopP, stop_list
+from web.streams import DONE, SSE_HEADERS, sse
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -73,21 +75,38 @@ def get_model(model: str, client: Client = Depends(caller_client)):
     return {"id": model, "object": "model", "created": int(info.created), "owned_by": OWNER}
 
 
-class CompletionBody(BaseModel):
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+class CompletionBody(Body):
+    """OpenAI's completions request, every field of it; those after top_k only at the values that change
+    nothing here (n=1, best_of=1, echo=false, penalties 0, the rest left out)."""
+    model_config = ConfigDict(json_schema_extra={"examples": [
         {"model": "tfjs-code", "prompt": "function ", "max_tokens": 200, "temperature": 0.7, "stream": True}]})
 
     model: str = Field(description="a model name, or name:version")
     prompt: str | list[str] = Field("", description="one prompt; empty = a seed slice stored with the model")
     max_tokens: int = Field(16, description="characters to generate (a token is a character here)")
     temperature: float = Field(1.0, description=">= 0; 0 = always the most likely character")
-    seed: int | None = None
-    stream: bool = False
-    stop: str | list[str] | None = Field(None, description="up to 4 stop strings (one string = one stop string); "
-                                         "the completion ends just before the first one it generates")
-    top_p: float | None = Field(None, description="nucleus sampling, in (0, 1]; 1 = off")
+    seed: int | None = Field(None, description="same seed, same text")
+    stream: bool = Field(False, description="completion chunks as Server-Sent Events, then data: [DONE]")
+    stop: Stop = None
+    top_p: TopP = None
     logprobs: int | None = Field(None, description=f"0-{MAX_LOGPROBS}: the log-probability of each character "
                                  "(only the chosen one's: top_logprobs hold just it)")
+    top_k: TopK = Field(0, description="ours, not OpenAI's: sample from the k most likely characters only; 0 = off")
+    n: int = Field(1, description="completions per prompt: only 1 here")
+    best_of: int = Field(1, description="only 1 here")
+    echo: bool = Field(False, description="only false here: the prompt is not repeated in the completion")
+    suffix: str | None = Field(None, description="not supported: leave it out")
+    presence_penalty: int | float = Field(0, description="only 0 here")
+    frequency_penalty: int | float = Field(0, description="only 0 here")
+    logit_bias: dict | None = Field(None, description="not supported: leave it out")
+    user: str | None = Field(None, description="not supported: leave it out")
+    stream_options: dict | None = Field(None, description="not supported: leave it out")
+
+    @classmethod
+    def unknown_fields(cls, names: list[str]) -> str:
+        taken = [name for name in cls.model_fields if name not in NEUTRAL]
+        return (f"unknown field {', '.join(map(repr, names))}; this server takes "
+                f"{', '.join(taken[:-1])} and {taken[-1]}")
 
 
 def _prompt(body: CompletionBody) -> str:
@@ -99,33 +118,19 @@ def _prompt(body: CompletionBody) -> str:
     return body.prompt
 
 
-def _extra_arguments(body: CompletionBody, generate) -> dict:
-    """OpenAI fields beyond ours: passed to ``generate`` when it takes them (top_k, top_p... as
-    client.Client grows them), ignored at OpenAI's neutral defaults, refused otherwise."""
-    params = inspect.signature(generate).parameters
-    extra = {}
-    for name, value in (body.model_extra or {}).items():
-        if name in params and name not in ("self", "model", "prompt", "length", "version"):
-            extra[name] = value
-        elif name in NEUTRAL and value == NEUTRAL[name]:
-            continue
-        elif name in NEUTRAL:
+def _controls(body: CompletionBody) -> dict:
+    """``client.Client.generate``'s controls for ``body``; a NEUTRAL field at another value, or
+    logprobs beyond MAX_LOGPROBS, is INVALID_ARGUMENT."""
+    for name, neutral in NEUTRAL.items():
+        value = getattr(body, name)
+        if value != neutral:
             raise TextgenError("INVALID_ARGUMENT", f"{name}={value!r} is not supported by this server; "
-                                                   f"leave it out (or {NEUTRAL[name]!r})")
-        else:
-            raise TextgenError("INVALID_ARGUMENT", f"unknown field {name!r}; this server takes model, prompt, "
-                                                   f"max_tokens, temperature, seed, stream, stop, top_p, "
-                                                   f"logprobs and top_k")
-    if body.stop is not None:
-        extra["stop"] = stop_list(body.stop)
-    if body.top_p is not None:
-        extra["top_p"] = body.top_p
-    if body.logprobs is not None:
-        if not 0 <= body.logprobs <= MAX_LOGPROBS:
-            raise TextgenError("INVALID_ARGUMENT", f"logprobs must be an integer from 0 to {MAX_LOGPROBS}, "
-                                                   f"got {body.logprobs}")
-        extra["logprobs"] = True
-    return extra
+                                                   f"leave it out (or {neutral!r})")
+    if body.logprobs is not None and not 0 <= body.logprobs <= MAX_LOGPROBS:
+        raise TextgenError("INVALID_ARGUMENT", f"logprobs must be an integer from 0 to {MAX_LOGPROBS}, "
+                                               f"got {body.logprobs}")
+    return {"top_k": body.top_k, "top_p": body.top_p, "stop": stop_list(body.stop),
+            "logprobs": body.logprobs is not None}
 
 
 class LogprobsObject:
@@ -145,12 +150,12 @@ class LogprobsObject:
 
 @router.post("/completions", summary="A completion, or a stream of completion chunks (stream=true)")
 async def completions(body: CompletionBody, client: Client = Depends(caller_client)):
-    extra = _extra_arguments(body, client.generate)
+    controls = _controls(body)
     prompt = _prompt(body)
     name, version = split_model(body.model)
     generation = client.generate(name, prompt=prompt, length=body.max_tokens, temperature=body.temperature,
-                                 seed=body.seed, version=version, **extra)
-    stream, chunks, first = await first_chunk(generation)
+                                 seed=body.seed, version=version, **controls)
+    chunks = await Chunks.open(generation)
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     used_prompt = generation.start.prompt if generation.start else prompt
@@ -166,31 +171,23 @@ async def completions(body: CompletionBody, client: Client = Depends(caller_clie
         return "length" if generation.end is not None and generation.end.reason == pb.STOP_REASON_LENGTH else "stop"
 
     if not body.stream:
-        parts = [first]
-        async for item in chunks:
-            parts.append(item)
-        text = "".join(part for part, _ in parts)
-        reply = chunk(text, finish_reason(), [lp for _, chunk_logprobs in parts for lp in chunk_logprobs])
+        text, text_logprobs = await chunks.gather()
+        reply = chunk(text, finish_reason(), text_logprobs)
         reply["usage"] = {"prompt_tokens": len(used_prompt), "completion_tokens": len(text),
                           "total_tokens": len(text) + len(used_prompt)}
         return reply
 
-    def data(payload) -> str:
-        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
     async def events() -> AsyncIterator[str]:
         try:
-            if first[0]:
-                yield data(chunk(first[0], None, first[1]))
             async for text, chunk_logprobs in chunks:
-                yield data(chunk(text, None, chunk_logprobs))
-            yield data(chunk("", finish_reason()))
+                yield sse(chunk(text, None, chunk_logprobs))
+            yield sse(chunk("", finish_reason()))
         except TextgenError as exc:
             status = http_status(exc.code)
-            yield data({"error": {"message": exc.message, "type": ERROR_TYPES.get(status, "server_error"),
-                                  "param": None, "code": exc.code.lower()}})
+            yield sse({"error": {"message": exc.message, "type": ERROR_TYPES.get(status, "server_error"),
+                                 "param": None, "code": exc.code.lower()}})
         finally:
-            stream.close()
-        yield "data: [DONE]\n\n"
+            chunks.close()
+        yield DONE
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)

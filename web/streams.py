@@ -1,4 +1,5 @@
-"""Blocking gRPC streams (client.Client's iterators) as async iterators, and Server-Sent Events.
+"""Blocking gRPC streams (client.Client's iterators) as async iterators, and Server-Sent Events
+(the one way both APIs write them).
 
 A gRPC stream is read by a thread of its own, which hands each item to the event loop. The HTTP
 response reads them from there; when it ends early (the HTTP client went away, so Starlette cancels
@@ -84,12 +85,16 @@ class BlockingStream:
             self._credits.release()  # a thread waiting for room sees the end
 
 
-def sse(event: str, data, event_id: str | None = None) -> str:
-    """One Server-Sent Event: ``event: NAME``, optional ``id:``, and ``data:`` with ``data`` as JSON."""
+def sse(data, event: str | None = None, event_id: str | None = None) -> str:
+    """One Server-Sent Event: optional ``id:`` and ``event: NAME`` lines, then ``data:`` with ``data``
+    as JSON. Without a name it is a plain message, as OpenAI's stream chunks are."""
     head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+    if event is not None:
+        head += f"event: {event}\n"
+    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 KEEPALIVE = ": keepalive\n\n"  # an SSE comment: clients ignore it, proxies see traffic
+DONE = "data: [DONE]\n\n"  # OpenAI's last event of a stream (not JSON: its SDKs look for this line)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

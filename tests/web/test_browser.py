@@ -184,9 +184,12 @@ def test_training_from_the_form_draws_the_charts_and_survives_a_reload(browser, 
     assert int(attr(browser, "epoch-chart", "points")) == 5
     assert len(seen | {5}) >= 2, f"the epoch chart never grew while the page watched: {seen}"
     assert text(browser, "job-state") == f"Finished: {PAGE_MODEL} version 1."
+    # The page lists the models once on "finished" (the server loads the model before saying so): the
+    # new model is in the table and chosen for generation.
     wait_until(lambda: browser.execute_script(
         "return !!document.querySelector(`#models tr[data-model='${arguments[0]}']`)", PAGE_MODEL),
         what="the new model in the table")
+    assert el(browser, "gen-model").get_attribute("value") == PAGE_MODEL
     samples = browser.execute_script("return document.querySelectorAll('#samples .epoch').length")
     assert samples == 5
     assert el(browser, "train").is_enabled() and not el(browser, "cancel-job").is_enabled()

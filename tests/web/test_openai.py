@@ -65,6 +65,14 @@ def test_errors_come_in_openais_format_with_the_servers_message(sdk, tiny_model,
         sdk.completions.create(model="tiny-web", prompt="a", max_tokens=10, n=2)
     assert caught.value.body["message"] == "n=2 is not supported by this server; leave it out (or 1)"
     with pytest.raises(openai.BadRequestError) as caught:
+        sdk.completions.create(model="tiny-web", prompt="a", max_tokens=10, extra_body={"top_q": 1})
+    assert caught.value.body["message"] == ("unknown field 'top_q'; this server takes model, prompt, max_tokens, "
+                                            "temperature, seed, stream, stop, top_p, logprobs and top_k")
+    # OpenAI's fields that mean nothing here are taken at their neutral values
+    neutral = sdk.completions.create(model="tiny-web", prompt="a", max_tokens=10, n=1, best_of=1, echo=False,
+                                     presence_penalty=0, frequency_penalty=0)
+    assert len(neutral.choices[0].text) == 10
+    with pytest.raises(openai.BadRequestError) as caught:
         sdk.completions.create(model="tiny-web", prompt=["a", "b"], max_tokens=10)
     assert caught.value.body["message"] == "prompt: give one prompt (a string or a list of one); got a list of 2"
 

@@ -393,7 +393,7 @@ function onJobEvent(name, e) {
       setJobState("finished", `Finished: ${d.model_name} version ${d.model_version}.`);
       setStatus(`Model ${d.model_name} v${d.model_version} is trained. Generate text with it below.`);
       $("batch-progress").value = $("batch-progress").max;
-      showNewModel(d.model_name, d.model_version);
+      showNewModel(d.model_name);
       break;
     case "failed":
       setJobState("failed", `Failed: ${d.reason}`);
@@ -410,17 +410,13 @@ function onJobEvent(name, e) {
   }
 }
 
-// The server picks a new model up within a few seconds of the job's end: list the models until it does.
-async function showNewModel(name, version) {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    try {
-      await loadModels(name);
-    } catch (err) {
-      failed("Could not list the models", err);
-      return;
-    }
-    if (models.some((m) => m.name === name && m.versions.includes(version))) return;
-    await new Promise((resolve) => setTimeout(resolve, 500));
+// One listing is enough: the server loads a finished job's model before any watcher hears "finished"
+// (its Training service rescans the model store first, and ListModels rescans too).
+async function showNewModel(name) {
+  try {
+    await loadModels(name);
+  } catch (err) {
+    failed("Could not list the models", err);
   }
 }
 
