@@ -15,7 +15,8 @@
 
 Calls return the generated protobuf messages (textgen.v1). A failed call raises ``TextgenError``,
 whose ``code`` is the gRPC status code name and whose ``str()`` is ``"CODE: message"``.
-This package imports only the generated code, grpc, tqdm and the standard library.
+This package imports only the generated code, the option schema read from it (textgen.schema and
+textgen.args, which import nothing else), grpc, tqdm and the standard library.
 """
 from __future__ import annotations
 
@@ -26,15 +27,14 @@ from pathlib import Path
 
 import grpc
 
+from textgen import schema
 from textgen.v1 import textgen_pb2 as pb
 from textgen.v1 import textgen_pb2_grpc
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 UNARY_TIMEOUT_S = 60.0
 UPLOAD_CHUNK_BYTES = 1 << 20  # under the server's 4 MiB message limit
-TRAIN_OPTIONS = ("lstm_layer_sizes", "sample_len", "sample_step", "learning_rate", "epochs", "examples_per_epoch",
-                 "batch_size", "validation_split", "display_length", "objective", "seed", "recipe", "optimizer",
-                 "lr_schedule", "warmup_steps", "clip_norm", "dropout", "precision", "time_budget_minutes")
+TRAIN_OPTIONS = schema.NAMES  # as the proto's TrainOptions declares them
 # How gRPC itself words a server it could not reach (a server's own UNAVAILABLE says something else).
 _CONNECT_FAILURES = ("failed to connect", "dns resolution failed", "connections to all backends failing",
                      "socket closed", "connection refused", "empty address list")

@@ -18,6 +18,8 @@ import sys
 import time
 
 from client.api import Client, TextgenError
+from textgen import schema
+from textgen.args import Parser, UsageError, add_option_flags
 from textgen.v1 import textgen_pb2 as pb
 
 EXIT_FAILED = 1
@@ -26,22 +28,13 @@ EXIT_INTERRUPTED = 130
 UPLOAD_ID = re.compile(r"upload-[0-9a-f]{16}")
 
 
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not argparse's usage block
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     server_help = "host:port of the server (default $TEXTGEN_SERVER or 127.0.0.1:50051)"
-    common = _Parser(add_help=False)  # --server before or after the command
+    common = Parser(add_help=False)  # --server before or after the command
     common.add_argument("--server", default=argparse.SUPPRESS, help=server_help)
-    parser = _Parser(prog="client", description="Call a textgen server: train models, follow jobs, generate text.")
+    parser = Parser(prog="client", description="Call a textgen server: train models, follow jobs, generate text.")
     parser.add_argument("--server", default=None, help=server_help)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     def command(name: str, **kwargs) -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[common], **kwargs)
@@ -49,31 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = command("submit-train", help="train a model on a corpus (as a job on the server's workers)")
     submit.add_argument("--corpus", required=True,
                         help="a built-in corpus name, an upload id, or a local text file (uploaded first)")
-    submit.add_argument("--recipe", default=None,
-                        help="named training settings: fast (every position of each window, the learning rate "
-                             "decayed on a cosine over the run: the best measured per minute) or original (the "
-                             "original example's, the default); options given with it win")
-    submit.add_argument("--time-budget", dest="time_budget_minutes", type=float, default=None, metavar="MINUTES",
-                        help="train this many minutes (of steps), the learning-rate schedule fitted to them")
-    submit.add_argument("--layers", "--lstm-layer-size", dest="layers", default=None,
-                        help="units of each LSTM layer, comma-separated (default 128,128)")
-    for flag, kind, what in (("sample-len", int, "window length (default 60)"),
-                             ("sample-step", int, "step between windows (default 3)"),
-                             ("learning-rate", float, "RMSprop learning rate (default 0.01)"),
-                             ("epochs", int, "default 150"),
-                             ("examples-per-epoch", int, "default 10000"),
-                             ("batch-size", int, "default 128"),
-                             ("validation-split", float, "fraction held out at the end of the text (default 0.0625)"),
-                             ("display-length", int, "characters of sample text after each epoch (default 120)"),
-                             ("seed", int, "seed for shuffling and initialisation"),
-                             ("optimizer", str, "rmsprop (default), adam or adamw"),
-                             ("lr-schedule", str, "constant (default) or cosine (warmup, then decay to a tenth)"),
-                             ("warmup-steps", int, "steps of warmup for --lr-schedule cosine (default 0)"),
-                             ("clip-norm", float, "clip gradients to this global norm (default 0: no clipping)"),
-                             ("dropout", float, "dropout after each LSTM layer (not recurrent), in [0, 1) (default 0)"),
-                             ("precision", str, "float32 (default), bfloat16, or auto (bfloat16 on CPUs with it)")):
-        submit.add_argument(f"--{flag}", type=kind, default=None, help=what)
-    submit.add_argument("--objective", default=None, help="last (the original's, default) or all (every position)")
+    add_option_flags(submit)  # one flag per training option, as the proto declares them
     submit.add_argument("--name", default="", help="publish under this model name (default: --from's, else the corpus)")
     submit.add_argument("--from", dest="from_model", default="", metavar="MODEL[:VERSION]",
                         help="keep training this model (latest version unless given)")
@@ -132,13 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_submit_train(client: Client, args) -> int:
-    options = {"lstm_layer_sizes": _layer_sizes(args.layers) if args.layers is not None else None,
-               "sample_len": args.sample_len, "sample_step": args.sample_step, "learning_rate": args.learning_rate,
-               "epochs": args.epochs, "examples_per_epoch": args.examples_per_epoch, "batch_size": args.batch_size,
-               "validation_split": args.validation_split, "display_length": args.display_length,
-               "objective": args.objective, "seed": args.seed, "recipe": args.recipe, "optimizer": args.optimizer,
-               "lr_schedule": args.lr_schedule, "warmup_steps": args.warmup_steps, "clip_norm": args.clip_norm,
-               "dropout": args.dropout, "precision": args.precision, "time_budget_minutes": args.time_budget_minutes}
+    options = {name: getattr(args, name) for name in schema.NAMES}  # None: unset
     from_model, _, from_version = args.from_model.partition(":")
     if from_version and not from_version.isdigit():
         raise UsageError(f"--from takes MODEL[:VERSION] with a version number, got {args.from_model!r}")
@@ -368,13 +331,6 @@ def _corpus_source(client: Client, spec: str) -> tuple[str, str]:
     if UPLOAD_ID.fullmatch(spec):
         return "", spec
     return spec, ""
-
-
-def _layer_sizes(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise UsageError(f"--layers takes positive integers separated by commas (e.g. 128,128), got {text!r}") from None
 
 
 def _state(value: int) -> str:

@@ -1,37 +1,90 @@
-"""What can go wrong with a request, in the server's own words (the gRPC layer maps them to codes).
+"""What can go wrong with a request, in the server's own words, and the one mapping to gRPC statuses.
+
+Each error class names its gRPC status (``code``); ``request_errors(context)`` ends a call that raised
+one with that status, for both services. The engine, the store and the jobs raise these without
+knowing gRPC.
 
 Each message says what was wrong, the value received and what is allowed; it reaches the user as is.
 A status message travels in gRPC metadata (8 KiB at most), so values are echoed shortened (``shown``)
 and lists capped (``listed``).
 """
+from __future__ import annotations
+
+import contextlib
+
+import grpc
 
 
 class RequestError(Exception):
-    """A request the server will not serve; subclasses say why."""
+    """A request the server will not serve; subclasses say why, and with which gRPC status."""
+
+    code = grpc.StatusCode.INTERNAL
 
 
 class BadRequest(RequestError):
-    """A value outside what is allowed (gRPC INVALID_ARGUMENT)."""
+    """A value outside what is allowed."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class ModelNotFound(RequestError):
-    """No such model or version (gRPC NOT_FOUND)."""
+    """No such model or version."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class JobNotFound(RequestError):
+    """No such job."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class CorpusMissing(RequestError):
+    """No such uploaded corpus."""
+
+    code = grpc.StatusCode.NOT_FOUND
 
 
 class TooManyStreams(RequestError):
-    """The server is at its limit of concurrent streams (gRPC RESOURCE_EXHAUSTED)."""
+    """The server is at its limit of concurrent streams."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class ShuttingDown(RequestError):
-    """The server is stopping and takes no new streams (gRPC UNAVAILABLE)."""
+    """The server is stopping and takes no new streams."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class QueueUnavailable(RequestError):
+    """Redis cannot be reached (generation keeps working)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
 
 
 class StorageFailed(RequestError):
-    """The data volume refused a write (full, read-only): gRPC FAILED_PRECONDITION, with the path."""
+    """The data volume refused a write (full, read-only); the message has the path."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class PreconditionFailed(RequestError):
+    """A request that cannot apply to things as they are (cancelling a job that has ended...)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unsupported(RequestError):
+    """A control the model's bundle cannot do: it was exported before the control existed."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class DecodeFailed(RequestError):
-    """The model failed while generating (gRPC INTERNAL); the server log has the details."""
+    """The model failed while generating; the server log has the details."""
+
+    code = grpc.StatusCode.INTERNAL
 
 
 def shown(value: str, limit: int = 80) -> str:
@@ -57,3 +110,13 @@ def abort(context, code, exc: Exception):
     if len(details) > MAX_DETAILS:
         details = details[:MAX_DETAILS] + "..."
     context.abort(code, details)
+
+
+@contextlib.contextmanager
+def request_errors(context):
+    """Inside the ``with``, a RequestError ends the call with its status and message
+    (``context.abort`` raises, so nothing after the ``with`` runs)."""
+    try:
+        yield
+    except RequestError as exc:
+        abort(context, exc.code, exc)

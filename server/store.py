@@ -1,6 +1,7 @@
 """The model store: every complete bundle under ``models/<name>/<version>/``, loaded and kept current.
 
-Like TF Serving's model base path: integer version folders, "latest" is the highest one loaded.
+Like TF Serving's model base path: integer version folders, "latest" is the highest one loaded. What
+is a version on disk, and how one is deleted, is textgen.models_dir's; this store keeps what it loaded.
 A background thread rescans every ``reload_seconds`` (and a lookup that misses rescans that name at
 once), so a version published by the trainer appears and a deleted one disappears without a restart.
 A bundle that fails to load is logged once and skipped: never served, never fatal.
@@ -11,19 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import shutil
 import threading
-import uuid
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from server.errors import BadRequest, ModelNotFound, StorageFailed, listed
-from textgen.bundle import (LAST_VERSION_FILE, META_FILE, SAVED_MODEL, TMP_PREFIX, BundleError, is_bundle, read_meta,
-                            seed_slice, validate_name)
+from textgen.bundle import META_FILE, SAVED_MODEL, BundleError, read_meta, seed_slice, validate_name
 from textgen.charset import Charset
+from textgen.models_dir import DeleteFailed, ModelsDir, NoSuchModel, NoSuchVersion
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +92,7 @@ class ModelStore:
 
     def __init__(self, models_dir: Path, reload_seconds: float = 2.0):
         self.models_dir = Path(models_dir)
+        self._disk = ModelsDir(self.models_dir)
         self.reload_seconds = reload_seconds
         self._models: dict[str, dict[int, ServedModel]] = {}
         self._lock = threading.Lock()  # guards _models
@@ -194,15 +193,10 @@ class ModelStore:
 
     def _scan_disk(self, names: list[str] | None) -> dict[str, dict[int, Path]]:
         """``{name: {version: path}}`` of the complete bundles on disk."""
-        if names is None:
-            try:
-                names = [p.name for p in self.models_dir.iterdir() if _valid_name(p.name) and p.is_dir()]
-            except FileNotFoundError:
-                names = []
         found = {}
-        for name in names:
-            versions = {v: self.models_dir / name / str(v) for v in _version_dirs(self.models_dir / name)}
-            found[name] = {v: p for v, p in versions.items() if is_bundle(p)}
+        for name in self._disk.names() if names is None else names:
+            parent = self._disk.model_dir(name)
+            found[name] = {v: parent / str(v) for v in self._disk.complete_versions(name)}
         return found
 
     def _try_load(self, name: str, version: int, path: Path) -> ServedModel | None:
@@ -222,57 +216,37 @@ class ModelStore:
     def delete(self, name: str, version: int = 0, all_versions: bool = False) -> list[int]:
         """Remove one version (``version`` >= 1) or, with ``all_versions``, every version of ``name``.
 
-        Each version folder is renamed to a hidden temporary name first (so no reader sees half a
-        bundle), then removed. Returns the deleted versions, ascending.
+        The disk's side is textgen.models_dir's ``delete`` (out of sight first, so no reader sees half
+        a bundle); the store stops serving what it removed. Returns the deleted versions, ascending.
+        Raises BadRequest, ModelNotFound (listing what there is) or StorageFailed (with the path).
         """
         _check_name(name)
         if not all_versions and version < 1:
             raise BadRequest(f"give the version to delete (>= 1) or set all_versions; got version {version}")
-        parent = self.models_dir / name
         with self._scan_lock:
-            on_disk = [v for v in _version_dirs(parent) if is_bundle(parent / str(v))]
-            if not on_disk:
-                raise ModelNotFound(f"no model named {name!r}; available models: {self._names_text()}")
-            if all_versions:
-                targets = on_disk
-            elif version in on_disk:
-                targets = [version]
-            else:
+            try:
+                targets = self._disk.delete(name, None if all_versions else version)
+            except NoSuchModel:
+                raise ModelNotFound(f"no model named {name!r}; available models: {self._names_text()}") from None
+            except NoSuchVersion as exc:
                 raise ModelNotFound(
-                    f"model {name!r} has no version {version}; available versions: {listed(on_disk)}"
-                )
-            doomed = {}
-            for v in targets:  # out of sight first; what cannot be moved stays served
-                try:
-                    doomed[v] = parent / f"{TMP_PREFIX}deleted-{v}-{uuid.uuid4().hex[:8]}"
-                    os.rename(parent / str(v), doomed[v])
-                except FileNotFoundError:
-                    doomed.pop(v)  # another process sharing the volume deleted it first
-                except OSError as exc:
-                    raise StorageFailed(f"cannot delete {parent / str(v)}: {exc.strerror or exc}") from None
-            with self._lock:
-                for v in targets:
-                    self._models.get(name, {}).pop(v, None)
-                if name in self._models and not self._models[name]:
-                    del self._models[name]
-            for v, path in doomed.items():
-                shutil.rmtree(path, ignore_errors=True)
-                log.info("deleted model %s version %d", name, v)
-            if all_versions:  # the model is gone as a whole: its numbering starts again
-                (parent / LAST_VERSION_FILE).unlink(missing_ok=True)
-                try:
-                    parent.rmdir()  # only when nothing else (a publish in progress) is in it
-                except OSError:
-                    pass
+                    f"model {name!r} has no version {version}; available versions: {listed(exc.versions)}"
+                ) from None
+            except DeleteFailed as exc:  # what could not be moved stays served
+                self._forget(name, exc.deleted)
+                raise StorageFailed(str(exc)) from None
+            self._forget(name, targets)
         return targets
 
-
-def _valid_name(name: str) -> bool:
-    try:
-        validate_name(name)
-    except BundleError:
-        return False
-    return True
+    def _forget(self, name: str, versions: list[int]) -> None:
+        """Stop serving ``versions`` of ``name``, deleted from disk."""
+        with self._lock:
+            for version in versions:
+                self._models.get(name, {}).pop(version, None)
+            if name in self._models and not self._models[name]:
+                del self._models[name]
+        for version in versions:
+            log.info("deleted model %s version %d", name, version)
 
 
 def _check_name(name: str) -> None:
@@ -280,15 +254,6 @@ def _check_name(name: str) -> None:
         validate_name(name)
     except BundleError as exc:  # the bundle format's own rule and words
         raise BadRequest(str(exc)) from None
-
-
-def _version_dirs(parent: Path) -> list[int]:
-    """Version folders (named exactly ``str(version)``) under a model's folder, ascending."""
-    try:
-        names = [p.name for p in parent.iterdir()]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return sorted(int(n) for n in names if n.isascii() and n.isdigit() and n == str(int(n)) and int(n) > 0)
 
 
 def _files_signature(path: Path) -> tuple:

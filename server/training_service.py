@@ -1,116 +1,74 @@
-"""The Training gRPC service: a thin adapter from requests to server.jobs.Jobs and back."""
+"""The Training gRPC service: a thin adapter from requests to server.jobs.Jobs and server.corpora.Corpora."""
 from __future__ import annotations
 
-import grpc
-
-from server.errors import BadRequest, ModelNotFound, RequestError, StorageFailed, abort
-from server.jobs import CorpusMissing, JobNotFound, Jobs, PreconditionFailed, QueueUnavailable
+from server.corpora import Corpora
+from server.errors import request_errors
+from server.jobs import Jobs
+from textgen import schema
 from textgen.v1 import textgen_pb2 as pb
 from textgen.v1 import textgen_pb2_grpc
 
-STATUS = {
-    BadRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    ModelNotFound: grpc.StatusCode.NOT_FOUND,
-    JobNotFound: grpc.StatusCode.NOT_FOUND,
-    CorpusMissing: grpc.StatusCode.NOT_FOUND,
-    PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
-    QueueUnavailable: grpc.StatusCode.UNAVAILABLE,
-    StorageFailed: grpc.StatusCode.FAILED_PRECONDITION,
-}
 JOB_STATES = {"queued": pb.JOB_STATE_QUEUED, "started": pb.JOB_STATE_STARTED, "finished": pb.JOB_STATE_FINISHED,
               "failed": pb.JOB_STATE_FAILED, "cancelled": pb.JOB_STATE_CANCELLED}
-_STRING_OPTIONS = ("objective", "recipe", "optimizer", "lr_schedule", "precision")  # "" = not set
-_OPTIONAL_OPTIONS = ("warmup_steps", "clip_norm", "dropout", "time_budget_minutes",
-                     "sample_len", "sample_step", "learning_rate", "epochs", "examples_per_epoch", "batch_size",
-                     "validation_split", "display_length", "seed")
 
 
 def register(grpc_server, settings, store=None):
     """Add the Training service to ``grpc_server``; returns the servicer. With ``store`` (the
     TextGen service's ModelStore), a finished job's model is loaded before watchers hear "finished"."""
     on_published = (lambda name, _version: store.rescan(names=[name])) if store is not None else None
-    jobs = Jobs(redis_url=settings.redis_url, models_dir=settings.models_dir,
-                max_upload_bytes=settings.max_upload_bytes, on_published=on_published)
-    servicer = TrainingServicer(jobs)
+    corpora = Corpora(settings.max_upload_bytes)
+    jobs = Jobs(redis_url=settings.redis_url, models_dir=settings.models_dir, on_published=on_published,
+                corpora=corpora)
+    servicer = TrainingServicer(jobs, corpora)
     textgen_pb2_grpc.add_TrainingServicer_to_server(servicer, grpc_server)
     return servicer
 
 
 class TrainingServicer(textgen_pb2_grpc.TrainingServicer):
-    def __init__(self, jobs: Jobs):
-        self.jobs = jobs
+    def __init__(self, jobs: Jobs, corpora: Corpora):
+        self.jobs, self.corpora = jobs, corpora
 
     def SubmitTrain(self, request, context):
-        with _status(context):
+        with request_errors(context):
             return job_message(self.jobs.submit(
-                corpus=request.corpus, corpus_id=request.corpus_id, options=options_dict(request.options),
+                corpus=request.corpus, corpus_id=request.corpus_id, options=schema.to_dict(request.options),
                 model_name=request.model_name, from_model=request.from_model, from_version=request.from_version))
 
     def GetJob(self, request, context):
-        with _status(context):
+        with request_errors(context):
             return job_message(self.jobs.get(request.job_id))
 
     def ListJobs(self, request, context):
-        with _status(context):
+        with request_errors(context):
             return pb.ListJobsResponse(jobs=[job_message(j) for j in self.jobs.list(request.limit)])
 
     def CancelJob(self, request, context):
-        with _status(context):
+        with request_errors(context):
             return job_message(self.jobs.cancel(request.job_id))
 
     def WatchJob(self, request, context):
-        with _status(context):
+        with request_errors(context):
             for event_id, event in self.jobs.watch(request.job_id, is_active=context.is_active):
                 message = event_message(request.job_id, event_id, event)
                 if message is not None:
                     yield message
 
     def ListCorpora(self, request, context):
-        with _status(context):
-            return pb.ListCorporaResponse(corpora=[pb.Corpus(**c) for c in self.jobs.list_corpora()])
+        with request_errors(context):
+            return pb.ListCorporaResponse(corpora=[pb.Corpus(**c) for c in self.corpora.list()])
 
     def UploadCorpus(self, request_iterator, context):
-        with _status(context):
-            return pb.Corpus(**self.jobs.upload((chunk.name, chunk.data) for chunk in request_iterator))
+        with request_errors(context):
+            return pb.Corpus(**self.corpora.upload((chunk.name, chunk.data) for chunk in request_iterator))
 
     def close(self) -> None:
         """Nothing to release: the Redis pool closes with the process."""
 
 
-class _status:
-    """Turns a RequestError into the call's status (``context.abort`` raises to end the call)."""
-
-    def __init__(self, context):
-        self.context = context
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and issubclass(exc_type, RequestError):
-            abort(self.context, STATUS.get(exc_type, grpc.StatusCode.INTERNAL), exc)
-        return False
-
-
-def options_dict(options: pb.TrainOptions) -> dict:
-    """The options a request set (the rest take TrainConfig's defaults)."""
-    out = {name: getattr(options, name) for name in _OPTIONAL_OPTIONS if options.HasField(name)}
-    if options.lstm_layer_sizes:
-        out["lstm_layer_sizes"] = list(options.lstm_layer_sizes)
-    out.update({name: getattr(options, name) for name in _STRING_OPTIONS if getattr(options, name)})
-    return out
-
-
-def options_message(options: dict) -> pb.TrainOptions:
-    known = {k: v for k, v in options.items() if k in _OPTIONAL_OPTIONS and v is not None}
-    strings = {k: options.get(k) or "" for k in _STRING_OPTIONS}
-    return pb.TrainOptions(lstm_layer_sizes=options.get("lstm_layer_sizes") or [], **strings, **known)
-
-
 def job_message(job: dict) -> pb.Job:
     return pb.Job(
         id=job["id"], state=JOB_STATES.get(job["state"], pb.JOB_STATE_UNSPECIFIED), corpus=job["corpus"],
-        model_name=job["model_name"], options=options_message(job["options"]),
+        model_name=job["model_name"], options=schema.to_message(job["options"], strict=False),
         model_version=job["model_version"], error=job["error"], enqueued_at=job["enqueued_at"] or 0.0,
         started_at=job["started_at"] or 0.0, ended_at=job["ended_at"] or 0.0, epoch=job["epoch"],
         epochs=job["epochs"] or job["options"].get("epochs", 0), loss=job["loss"] or 0.0,

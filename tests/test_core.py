@@ -70,6 +70,20 @@ def test_the_server_code_uses_no_keras_api():
     assert uses == {}
 
 
+CLIENT_SIDE_CORE = {"textgen", "textgen.v1", "textgen.v1.textgen_pb2", "textgen.v1.textgen_pb2_grpc",
+                    "textgen.schema", "textgen.args"}
+
+
+def test_the_client_uses_only_the_generated_code_and_the_schema_read_from_it():
+    used = {m for f in package_files("client") for m in imported_modules(f) if top(m) == "textgen"}
+    assert used <= CLIENT_SIDE_CORE, sorted(used - CLIENT_SIDE_CORE)
+    for name in ("schema", "args"):  # and those stand on nothing but the generated code and the standard library
+        path = REPO / "textgen" / f"{name}.py"
+        project = {m for m in imported_modules(path) if top(m) in ("textgen", "trainer", "server", "client", "web")}
+        assert project <= CLIENT_SIDE_CORE, (name, sorted(project - CLIENT_SIDE_CORE))
+        assert not {m for m in imported_modules(path) if top(m) in ("tensorflow", "keras", "numpy", "grpc")}
+
+
 def test_the_shared_core_stands_on_no_other_package_and_no_keras():
     offenders = {module_name(f): sorted(m for m in imported_modules(f) if top(m) in ("trainer", "server", "client", "keras"))
                  for f in package_files("textgen")}

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 
 import numpy as np
 import pytest
@@ -11,13 +9,13 @@ import tensorflow as tf
 
 from textgen import bundle
 from textgen.charset import Charset, CharsetError
-from textgen.options import OptionError, TrainConfig
+from textgen.options import CharsetMismatch, OptionError, TrainConfig
 from textgen.sampling import Uniforms, sample_ids
 from trainer import export
 from trainer.decode import PipelinedDecoder
 from trainer.dataset import DatasetError, TextDataset, window_starts
 from trainer.model import build_model
-from trainer.training import CharsetMismatch, generate_ids, train
+from trainer.training import generate_ids, train
 
 from .conftest import corpus_text
 
@@ -287,22 +285,6 @@ def test_a_full_disk_or_read_only_volume_is_a_bundle_error_naming_the_folder(tex
     blocked.write_text("a file where the models folder should be")
     with pytest.raises(bundle.BundleError, match=r"cannot write the model bundle in .*models/m"):
         export.publish(result.model, result.meta, blocked, "m")
-
-
-def test_leftovers_of_killed_publishes_are_swept_once_old(tmp_path):
-    parent = tmp_path / "m"
-    (parent / "1").mkdir(parents=True)
-    (parent / "1" / "meta.json").write_text("{}")  # a real version: kept
-    (parent / "2").mkdir()  # claimed, never filled
-    (parent / ".tmp-staged-abc").mkdir()
-    (parent / ".last-version").write_text("2\n")
-    old = time.time() - 7200
-    for entry in parent.iterdir():
-        os.utime(entry, (old, old))
-    assert export.sweep_leftovers(tmp_path, older_than=3600) != []
-    assert sorted(p.name for p in parent.iterdir()) == [".last-version", "1"]
-    (parent / ".tmp-fresh").mkdir()  # a publish in progress now: left alone
-    assert export.sweep_leftovers(tmp_path, older_than=3600) == []
 
 
 def test_running_out_of_memory_is_a_message_not_a_traceback():

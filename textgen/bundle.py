@@ -20,10 +20,8 @@
   ``val_loss``, ``bits_per_char``, ``seed_slices``, ``created``, and once published ``name``,
   ``version`` and ``job_id`` when a job trained it.
 
-The publish protocol (trainer.export writes it): a bundle is staged as ``<model>/.tmp-*`` and renamed
-into place, so a reader never sees half a bundle; a version number is claimed by creating its empty
-folder; ``<model>/.last-version`` remembers the highest number ever used, so a deleted version's number
-is never reused. "Latest" is the highest complete version.
+Which versions exist, which is the latest, and how one is published and removed is the models
+folder's business: textgen.models_dir.
 """
 from __future__ import annotations
 
@@ -38,8 +36,6 @@ SAVED_MODEL = "saved_model"
 KERAS_FILE = "model.keras"
 META_FILE = "meta.json"
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-TMP_PREFIX = ".tmp-"
-LAST_VERSION_FILE = ".last-version"
 
 
 class BundleError(ValueError):
@@ -59,27 +55,6 @@ def short(value, limit: int = 80) -> str:
     """``repr(value)``, cut to ``limit`` characters with the full length said."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
-
-
-def list_versions(parent: Path) -> list[int]:
-    """Version numbers present under a model's directory (complete or being claimed), sorted."""
-    try:
-        return sorted(int(p.name) for p in Path(parent).iterdir() if p.name.isdigit())
-    except FileNotFoundError:
-        return []
-
-
-def complete_versions(parent: Path) -> list[int]:
-    """Versions under a model's folder that are whole bundles (not a number being claimed), sorted."""
-    return [v for v in list_versions(parent) if is_bundle(Path(parent) / str(v))]
-
-
-def last_version(parent: Path) -> int:
-    """The highest version ever published under ``parent``, deleted ones included (0: none)."""
-    try:
-        return int((Path(parent) / LAST_VERSION_FILE).read_text().strip() or 0)
-    except (FileNotFoundError, ValueError):
-        return 0
 
 
 def is_bundle(path: Path) -> bool:

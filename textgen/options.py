@@ -1,23 +1,32 @@
-"""Training options: the original's flags and defaults, and the one place they are validated.
+"""Training options: ``TrainConfig``, the recipes, and the one place the options are checked.
 
-The trainer CLI and the server's Training service both build a ``TrainConfig`` and call
-``validate()``; a bad value raises ``OptionError`` with a message naming the value and what is allowed.
-No Keras here: the server validates a request without loading any training code.
+The options, their defaults (the original example's) and their allowed values are declared in the
+proto (``TrainOptions``, read through ``textgen.schema``); ``TrainConfig`` gives them types and
+ranges. ``run_config`` is the one check of a training request, made twice on a job's way: at the door
+(the server's Training service, the trainer CLI) and in the job itself (``trainer.training.train``),
+which may run code from an older or newer server. It also decides what a continued model keeps.
+A bad value raises ``OptionError`` with a message naming the value and what is allowed.
+No Keras here: the server checks a request without loading any training code.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 
-# The original example's defaults.
-LSTM_LAYER_SIZES = (128, 128)
-LEARNING_RATE = 1e-2  # RMSprop
-SAMPLE_LEN = 60  # characters in a window
-SAMPLE_STEP = 3  # between window starts
-EXAMPLES_PER_EPOCH = 10000
-VALIDATION_SPLIT = 0.0625  # held out at the end of the text
+from textgen import schema
+from textgen.charset import Charset, describe_chars
 
-OBJECTIVES = ("last", "all")
+_DEFAULTS = schema.defaults()  # the proto's (option).default of each option
+
+# The original example's defaults.
+LSTM_LAYER_SIZES = _DEFAULTS["lstm_layer_sizes"]
+LEARNING_RATE = _DEFAULTS["learning_rate"]  # RMSprop
+SAMPLE_LEN = _DEFAULTS["sample_len"]  # characters in a window
+SAMPLE_STEP = _DEFAULTS["sample_step"]  # between window starts
+EXAMPLES_PER_EPOCH = _DEFAULTS["examples_per_epoch"]
+VALIDATION_SPLIT = _DEFAULTS["validation_split"]  # held out at the end of the text
+
+OBJECTIVES = schema.option("objective").choices
 MAX_LAYERS = 8
 MAX_UNITS = 4096
 MAX_PARAMETERS = 50_000_000  # ~200 MB of float32 weights, ~600 MB with RMSprop state and gradients
@@ -26,9 +35,9 @@ MAX_EXAMPLES_PER_EPOCH = 10_000_000
 MAX_SAMPLE_LEN = 1000
 MAX_BATCH_SIZE = 65536
 MAX_DISPLAY_LENGTH = 10_000
-OPTIMIZERS = ("rmsprop", "adam", "adamw")
-LR_SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("float32", "bfloat16", "auto")
+OPTIMIZERS = schema.option("optimizer").choices
+LR_SCHEDULES = schema.option("lr_schedule").choices
+PRECISIONS = schema.option("precision").choices
 MAX_WARMUP_STEPS = 1_000_000
 MAX_CLIP_NORM = 1e6
 MAX_TIME_BUDGET_MINUTES = 7 * 24 * 60
@@ -59,34 +68,46 @@ RECIPES = {
          "batch_size": 32, "lstm_layer_sizes": (224, 224)},
     ),
 }
-DEFAULT_RECIPE = "original"
+DEFAULT_RECIPE = _DEFAULTS["recipe"]
+if set(RECIPES) != set(schema.option("recipe").choices):
+    raise RuntimeError("the recipes in textgen/options.py and the recipe choices in the proto differ")
 
 
 class OptionError(ValueError):
     """A training option outside what is allowed."""
 
 
+class CharsetMismatch(OptionError):
+    """Continuing a model on text with characters the model does not have."""
+
+
+class TextTooShort(OptionError):
+    """A text too short for one training window."""
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    lstm_layer_sizes: tuple[int, ...] = LSTM_LAYER_SIZES
-    sample_len: int = SAMPLE_LEN
-    sample_step: int = SAMPLE_STEP
-    learning_rate: float = LEARNING_RATE
-    epochs: int = 150
-    examples_per_epoch: int = EXAMPLES_PER_EPOCH
-    batch_size: int = 128
-    validation_split: float = VALIDATION_SPLIT
-    display_length: int = 120
-    objective: str = "last"
-    seed: int | None = None
-    optimizer: str = "rmsprop"
-    lr_schedule: str = "constant"  # or "cosine": linear warmup, then cosine decay to a tenth over the run
-    warmup_steps: int = 0
-    clip_norm: float = 0.0  # > 0: clip each step's gradients to this global norm
-    dropout: float = 0.0  # after each LSTM layer (not recurrent: the layers stay cuDNN-eligible)
-    precision: str = "float32"  # "bfloat16": mixed bfloat16; "auto": bfloat16 on CPUs with native support
-    time_budget_minutes: float = 0.0  # > 0: train this many minutes (of steps), the schedule fitted to them
-    recipe: str = DEFAULT_RECIPE  # the named settings this config started from (see RECIPES)
+    """Every training option, typed; the defaults are the proto's (``textgen.schema``)."""
+
+    lstm_layer_sizes: tuple[int, ...] = _DEFAULTS["lstm_layer_sizes"]
+    sample_len: int = _DEFAULTS["sample_len"]
+    sample_step: int = _DEFAULTS["sample_step"]
+    learning_rate: float = _DEFAULTS["learning_rate"]
+    epochs: int = _DEFAULTS["epochs"]
+    examples_per_epoch: int = _DEFAULTS["examples_per_epoch"]
+    batch_size: int = _DEFAULTS["batch_size"]
+    validation_split: float = _DEFAULTS["validation_split"]
+    display_length: int = _DEFAULTS["display_length"]
+    objective: str = _DEFAULTS["objective"]
+    seed: int | None = _DEFAULTS["seed"]
+    optimizer: str = _DEFAULTS["optimizer"]
+    lr_schedule: str = _DEFAULTS["lr_schedule"]  # or "cosine": linear warmup, then cosine decay to a tenth
+    warmup_steps: int = _DEFAULTS["warmup_steps"]
+    clip_norm: float = _DEFAULTS["clip_norm"]  # > 0: clip each step's gradients to this global norm
+    dropout: float = _DEFAULTS["dropout"]  # after each LSTM layer (not recurrent: layers stay cuDNN-eligible)
+    precision: str = _DEFAULTS["precision"]  # "bfloat16": mixed bfloat16; "auto": where the CPU has it
+    time_budget_minutes: float = _DEFAULTS["time_budget_minutes"]  # > 0: train this many minutes (of steps)
+    recipe: str = _DEFAULTS["recipe"]  # the named settings this config started from (see RECIPES)
 
     def validate(self, charset_size: int | None = None) -> "TrainConfig":
         """Raise OptionError for the first bad value; with ``charset_size``, also the model's size."""
@@ -160,6 +181,42 @@ class TrainConfig:
         return cls.from_recipe(recipe, **d)
 
 
+def min_text_length(sample_len: int) -> int:
+    """The fewest characters a text needs to train on with windows of ``sample_len``: one window,
+    its next character, and one more (the original's loop stops one short of the end)."""
+    return sample_len + 2
+
+
+def run_config(config: TrainConfig, text: str | None = None, parent: dict | None = None, *,
+               corpus: str = "the corpus", model: str = "the model") -> TrainConfig:
+    """The options a run trains with, every value checked: the one check of a training request.
+
+    ``parent``: the meta.json of the model a run continues. A continued model keeps its layer sizes
+    and sample length (``config``'s are ignored), and ``text`` must be made of its characters. With
+    ``text`` (None: not at hand, as at a server that has not fetched a built-in corpus), the model's
+    size is checked for its charset and the text must be long enough for one window. ``corpus`` and
+    ``model`` name the two in messages. Raises OptionError, CharsetMismatch or TextTooShort (both OptionErrors).
+    """
+    charset = None
+    if parent is not None:
+        charset = Charset(parent["charset"])
+        config = dataclasses.replace(config, lstm_layer_sizes=tuple(parent.get("lstm_layer_sizes") or
+                                                                    config.lstm_layer_sizes),
+                                     sample_len=int(parent["sample_len"]))
+        missing = charset.missing(text) if text is not None else ""
+        if missing:
+            raise CharsetMismatch(
+                f"{corpus} has {len(missing)} characters that {model} was not trained on: "
+                f"{describe_chars(missing)}; continue on text made of the model's characters, or train a new model")
+    elif text is not None:
+        charset = Charset.of_text(text)
+    config.validate(charset_size=len(charset) if charset is not None else None)
+    if text is not None and len(text) < min_text_length(config.sample_len):
+        raise TextTooShort(f"{corpus} has {len(text)} characters; training with sample length {config.sample_len} "
+                          f"needs at least {min_text_length(config.sample_len)}")
+    return config
+
+
 def parameter_count(charset_size: int, lstm_layer_sizes) -> int:
     """Parameters of the model ``trainer.model.build_model(charset_size, lstm_layer_sizes)`` builds:
     the frozen one-hot table ``charset_size ** 2``, each LSTM ``4 * units * (inputs + units + 1)``,
@@ -169,20 +226,6 @@ def parameter_count(charset_size: int, lstm_layer_sizes) -> int:
         total += 4 * units * (inputs + units + 1)
         inputs = units
     return total + inputs * charset_size + charset_size
-
-
-def parse_layer_sizes(text: str) -> tuple[int, ...]:
-    """``"128,128"`` -> ``(128, 128)``; OptionError naming the bad part otherwise."""
-    parts = [p.strip() for p in str(text).split(",")]
-    sizes = []
-    for part in parts:
-        try:
-            sizes.append(int(part))
-        except ValueError:
-            raise OptionError(
-                f"lstm layer sizes must be positive integers separated by commas (e.g. 128,128), got {text!r}"
-            ) from None
-    return tuple(sizes)
 
 
 def _int_in(what: str, value, low: int, high: int) -> None:

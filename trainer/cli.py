@@ -14,7 +14,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from trainer.args import Parser, UsageError, flag
+from textgen.args import Parser, UsageError, add_option_flags, flag, integer, number
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -22,57 +22,20 @@ GEN_LENGTH = 200
 GEN_TEMPERATURE = 0.5
 
 
-# Flags of `train` that set a TrainConfig field of the same name (given ones override the recipe).
-CONFIG_FLAGS = ("sample_len", "sample_step", "learning_rate", "optimizer", "lr_schedule", "warmup_steps",
-                "clip_norm", "dropout", "precision", "epochs", "examples_per_epoch", "batch_size",
-                "validation_split", "display_length", "objective", "seed")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from textgen.options import DEFAULT_RECIPE, MAX_EPOCHS, OPTIMIZERS, RECIPES, TrainConfig
+    from textgen.options import RECIPES
 
-    d = TrainConfig()
     parser = Parser(prog="python -m trainer", description="Train a character-level LSTM and generate text.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    recipes = "; ".join(f"{name}: {recipe.summary}" for name, recipe in RECIPES.items())
     train = commands.add_parser(
         "train", help="train a model on a corpus",
         description="Train a model. A recipe sets several options at once; an option given with it wins. With "
-                    "no options this is the original example's training.")
+                    "no options this is the original example's training. Recipes: "
+                    + " ".join(f"{name}: {recipe.summary}" for name, recipe in RECIPES.items()))
     train.add_argument("corpus", help="nietzsche, julesverne, shakespeare, tfjs-code, or a path to a text file")
-    flag(train, "recipe", default=DEFAULT_RECIPE, choices=tuple(RECIPES),
-          help=f"named settings (default %(default)s). {recipes}")
-    flag(train, "lstm-layer-size", default=None,
-          help=f"units of each LSTM layer, comma-separated (default {','.join(map(str, d.lstm_layer_sizes))})")
-    flag(train, "sample-len", type=_integer, default=None, help=f"window length (default {d.sample_len})")
-    flag(train, "sample-step", type=_integer, default=None, help=f"step between windows (default {d.sample_step})")
-    flag(train, "learning-rate", type=_number, default=None,
-          help=f"the (peak) learning rate (default {d.learning_rate:g})")
-    flag(train, "optimizer", default=None, help=f"{', '.join(OPTIMIZERS)} (default {d.optimizer})")
-    flag(train, "lr-schedule", default=None,
-          help="constant, or cosine: --warmup-steps of linear warmup, then cosine decay to a tenth of the "
-               "learning rate by the end of the run (its epochs, or --time-budget) (default constant; fast: cosine)")
-    flag(train, "warmup-steps", type=_integer, default=None, help="steps of warmup for --lr-schedule cosine "
-          "(default 0)")
-    flag(train, "clip-norm", type=_number, default=None,
-          help="clip each step's gradients to this global norm; 0 = no clipping (default 0)")
-    flag(train, "dropout", type=_number, default=None, help="dropout after each LSTM layer (not recurrent), in [0, 1) (default 0)")
-    flag(train, "precision", default=None,
-          help="float32, bfloat16 (mixed), or auto: bfloat16 on CPUs that do it natively (default float32)")
-    flag(train, "time-budget", type=_number, default=None, metavar="MINUTES",
-          help="train for this many minutes of steps (validation and samples after each epoch come on top), "
-               "with the learning-rate schedule fitted to them; --epochs still caps the run and defaults to "
-               f"{MAX_EPOCHS} with it")
-    flag(train, "epochs", type=_integer, default=None, help=f"default {d.epochs}")
-    flag(train, "examples-per-epoch", type=_integer, default=None, help=f"default {d.examples_per_epoch}")
-    flag(train, "batch-size", type=_integer, default=None, help=f"default {d.batch_size}")
-    flag(train, "validation-split", type=_number, default=None,
-          help=f"fraction of the text held out at its end (default {d.validation_split})")
-    flag(train, "display-length", type=_integer, default=None,
-          help=f"characters of sample text after each epoch (default {d.display_length})")
-    flag(train, "objective", default=None, help="last (the original's, default) or all (every position; fast)")
-    flag(train, "seed", type=_integer, default=None, help="seed for shuffling and initialisation")
+    # The recipe is checked as the flags are read: the other flags are set over its settings.
+    add_option_flags(train, camel=True, notes=recipe_notes(), parse_checks=("recipe",))
     flag(train, "save-path", default=None, help="write the model bundle to this directory")
     flag(train, "name", default=None, help="publish to $TEXTGEN_DATA_DIR/models/NAME/<next version>/")
     train.add_argument("--from", "--loadModelPath", dest="init_from", default=None,
@@ -82,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("gen", help="generate text from a trained model")
     gen.add_argument("paths", nargs="+", metavar="[CORPUS] MODEL",
                      help="optional corpus for the random seed slice, then the model (path or NAME[:VERSION])")
-    flag(gen, "gen-length", type=_integer, default=GEN_LENGTH, help="characters to generate (default %(default)s)")
-    flag(gen, "temperature", type=_number, default=GEN_TEMPERATURE, help=">= 0; 0 = greedy (default %(default)s)")
+    flag(gen, "gen-length", type=integer, default=GEN_LENGTH, help="characters to generate (default %(default)s)")
+    flag(gen, "temperature", type=number, default=GEN_TEMPERATURE, help=">= 0; 0 = greedy (default %(default)s)")
     flag(gen, "seed-text", default=None, help="start from this text instead of a slice of the corpus")
-    flag(gen, "seed", type=_integer, default=None, help="the same seed gives the same text")
+    flag(gen, "seed", type=integer, default=None, help="the same seed gives the same text")
     flag(gen, "gpu", action="store_true", help="require a GPU")
 
     worker = commands.add_parser("worker", help="run an RQ worker for training jobs")
@@ -93,49 +56,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+def recipe_notes() -> dict[str, str]:
+    """``{option: "fast: 224,224"}``: what each recipe sets, for --help beside the default."""
+    from textgen.options import MAX_EPOCHS, RECIPES
 
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    notes: dict[str, list[str]] = {"epochs": [f"{MAX_EPOCHS} with a time budget"]}
+    for name, recipe in RECIPES.items():
+        for option, value in recipe.settings.items():
+            shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else f"{value:g}" \
+                if isinstance(value, float) else str(value)
+            notes.setdefault(option, []).append(f"{name}: {shown}")
+    return {option: "; ".join(parts) for option, parts in notes.items()}
 
 
 def resolve_model(spec: str) -> Path:
     """A bundle path, or ``NAME[:VERSION]`` of a model in ``$TEXTGEN_DATA_DIR/models``."""
     from textgen import bundle, config
+    from textgen.models_dir import ModelsDir, NoSuchModel, NoSuchVersion, version_number
 
     path = Path(spec)
     if path.exists() or "/" in spec or spec.startswith("."):
         return path
     name, _, version = spec.partition(":")
     bundle.validate_name(name)
-    versions = bundle.complete_versions(config.models_dir() / name)
-    if version:
-        if not version.isdigit() or int(version) not in versions:
-            raise bundle.BundleError(f"model {name} has no version {version!r}; it has {versions or 'none'}")
-        return config.models_dir() / name / version
-    if not versions:
-        raise bundle.BundleError(f"{spec} is neither a model bundle path nor a model in {config.models_dir()}")
-    return config.models_dir() / name / str(versions[-1])
+    number = version_number(version) if version else 0  # 0: the latest
+    if number is None:
+        number = -1  # "abc", "0", "007" name no version: said as a version the model lacks
+    try:
+        path, _number = ModelsDir(config.models_dir()).resolve(name, number)
+    except (NoSuchModel, NoSuchVersion) as exc:
+        if version:
+            raise bundle.BundleError(
+                f"model {name} has no version {version!r}; it has {exc.versions or 'none'}") from None
+        raise bundle.BundleError(
+            f"{spec} is neither a model bundle path nor a model in {config.models_dir()}") from None
+    return path
 
 
 def train_config(args):
     """The TrainConfig of the `train` flags: the recipe's settings, then every flag given over them."""
-    from textgen.options import TrainConfig, parse_layer_sizes
+    from textgen import schema
+    from textgen.options import TrainConfig
 
-    options = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name) is not None}
-    if args.lstm_layer_size is not None:
-        options["lstm_layer_sizes"] = parse_layer_sizes(args.lstm_layer_size)
-    if args.time_budget is not None:
-        options["time_budget_minutes"] = args.time_budget
-    return TrainConfig.from_recipe(args.recipe, **options)
+    options = {name: getattr(args, name) for name in schema.NAMES if getattr(args, name) is not None}
+    return TrainConfig.from_dict(options)
 
 
 def cmd_train(args) -> int:

@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 
 from textgen.charset import Charset, CharsetError
-from textgen.options import EXAMPLES_PER_EPOCH, SAMPLE_LEN, SAMPLE_STEP, VALIDATION_SPLIT
+from textgen.options import EXAMPLES_PER_EPOCH, SAMPLE_LEN, SAMPLE_STEP, VALIDATION_SPLIT, min_text_length
 
 
 class DatasetError(ValueError):
@@ -58,10 +58,10 @@ class TextDataset:
             raise DatasetError(f"validation split must be in [0, 1), got {validation_split}")
         # The original needs one full window and its target: len(text) >= sample_len + 2 gives at
         # least one start in range(0, len - sample_len - 1).
-        if len(text) < sample_len + 2:
+        if len(text) < min_text_length(sample_len):
             raise DatasetError(
                 f"the corpus has {len(text)} characters; training with sample length {sample_len} "
-                f"needs at least {sample_len + 2}"
+                f"needs at least {min_text_length(sample_len)}"
             )
         charset = charset or Charset.of_text(text)
         try:
@@ -72,10 +72,10 @@ class TextDataset:
         if n_val and n_val < sample_len + 2:
             n_val = 0  # too short to hold a single validation window: validate on nothing
         n_train = len(ids) - n_val
-        if n_train < sample_len + 2:
+        if n_train < min_text_length(sample_len):
             raise DatasetError(
                 f"after holding out {n_val} characters for validation, {n_train} are left to train "
-                f"on; sample length {sample_len} needs at least {sample_len + 2}"
+                f"on; sample length {sample_len} needs at least {min_text_length(sample_len)}"
             )
         return cls(charset, ids[:n_train], ids[n_train:], sample_len, sample_step)
 

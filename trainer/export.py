@@ -1,6 +1,7 @@
-"""Writing model bundles: export the serving SavedModel, stage, publish (layout: textgen.bundle).
+"""Writing model bundles: export the serving SavedModel, write a bundle, publish it as a model's next
+version (one bundle's layout: textgen.bundle; the models folder's rules: textgen.models_dir).
 
-A bundle is written under a temporary name beside its destination and published with one
+A bundle is written under a temporary name beside its destination and put in place with one
 ``rename``, so a reader never sees half a bundle.
 """
 from __future__ import annotations
@@ -12,9 +13,9 @@ import time
 import uuid
 from pathlib import Path
 
-from textgen.bundle import (FORMAT, KERAS_FILE, LAST_VERSION_FILE, META_FILE, SAVED_MODEL, TMP_PREFIX, BundleError,
-                            bundle_dir, is_bundle, last_version, list_versions, read_meta, validate_name)
+from textgen.bundle import FORMAT, KERAS_FILE, META_FILE, SAVED_MODEL, BundleError, bundle_dir, is_bundle, read_meta
 from textgen.charset import Charset
+from textgen.models_dir import TMP_PREFIX, ModelsDir
 
 
 def export_saved_model(model, sample_len: int, charset: Charset, path: Path) -> None:
@@ -125,61 +126,9 @@ def save_to_path(model, meta: dict, path: Path) -> Path:
 
 def publish(model, meta: dict, models_dir: Path, name: str) -> tuple[Path, int]:
     """Publish under ``models_dir/name/<next version>/``; returns (path, version)."""
-    validate_name(name)
-    parent = Path(models_dir) / name
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BundleError(f"cannot write the model bundle in {parent}: {exc.strerror or exc}") from exc
-    staged = write_bundle(model, {**meta, "name": name}, parent / f"{TMP_PREFIX}staged-{uuid.uuid4().hex[:8]}")
-    try:
-        while True:
-            version = max(list_versions(parent) + [last_version(parent)]) + 1
-            final = parent / str(version)
-            meta_path = staged / META_FILE
-            staged_meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            staged_meta["version"] = version
-            meta_path.write_text(json.dumps(staged_meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-            try:
-                os.mkdir(final)  # claims the version number; another publisher gets the next one
-            except FileExistsError:
-                continue
-            os.rename(staged, final)  # replaces the empty directory we just made, atomically
-            _record_last_version(parent, version)
-            return final, version
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-
-
-def _record_last_version(parent: Path, version: int) -> None:
-    """Remember ``version`` so a deleted version's number is never given to another model."""
-    if version <= last_version(parent):
-        return
-    tmp = parent / f"{TMP_PREFIX}last-version-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(f"{version}\n")
-    os.replace(tmp, parent / LAST_VERSION_FILE)
-
-
-def sweep_leftovers(models_dir: Path, older_than: float = 3600.0) -> list[Path]:
-    """Remove what killed publishers left behind: ``.tmp-*`` entries and empty version folders
-    (claimed, never filled) older than ``older_than`` seconds. Returns what was removed."""
-    removed, now = [], time.time()
-    for parent in Path(models_dir).glob("*/"):
-        try:
-            entries = list(parent.iterdir())
-        except OSError:
-            continue  # deleted meanwhile by another process sharing the volume
-        for entry in entries:
-            try:  # another publisher or the server may be moving these right now
-                leftover = entry.name.startswith(TMP_PREFIX) or (
-                    entry.name.isdigit() and entry.is_dir() and not any(entry.iterdir()))
-                if leftover and now - entry.lstat().st_mtime > older_than:
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-                    removed.append(entry)
-            except OSError:
-                continue  # gone already, or not ours to remove: the next sweep tries again
-    return removed
+    models = ModelsDir(models_dir)
+    staged = write_bundle(model, {**meta, "name": name}, models.staging_path(name))
+    return models.publish(name, staged)
 
 
 def load_keras(path: Path):

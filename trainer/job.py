@@ -5,16 +5,16 @@ this module is the worker's side of it and imports the training code.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 import shutil
 import time
 
 from textgen import config
-from textgen.bundle import META_FILE
 from textgen.jobs import (BATCH_EVENTS_PER_SECOND, MAX_ATTEMPTS, STOP_CHECK_SECONDS, PayloadError, cancel_key, job_key,
                           parse_payload, record_event)
+from textgen.models_dir import ModelsDir, NoSuchModel, NoSuchVersion
 
 log = logging.getLogger(__name__)
 
@@ -23,19 +23,30 @@ class JobFailed(Exception):
     """The job ended without a model; the message is the reason recorded in its events."""
 
 
-# Set by trainer.worker in the work horse: the pid of the worker process supervising this job.
-supervisor_pid: int | None = None
-EXIT_SUPERVISOR_GONE = 75
-# Set when the worker is stopping (SIGTERM in the work horse): stop at the next batch, checkpoint
-# there, and exit with EXIT_HANDED_BACK so that the worker puts the job back on the queue.
-handback_requested = False
-EXIT_HANDED_BACK = 76
+EXIT_SUPERVISOR_GONE = 75  # the horse's exit code when its worker is gone (or took it for dead)
+EXIT_HANDED_BACK = 76  # the horse's exit code when it stopped for its worker's shutdown, checkpoint saved
 
 
-def request_handback(signum=None, frame=None) -> None:
-    """The work horse's SIGTERM handler (trainer.worker): hand the job back at the next batch."""
-    global handback_requested
-    handback_requested = True
+@dataclasses.dataclass
+class Supervision:
+    """What a training worker and the job in its work horse tell each other (trainer.worker makes one
+    in the horse and hands it to the job on the RQ job object; a job run without a worker has none).
+
+    ``supervisor_pid``: the worker's process, which the job checks is still its parent.
+    ``handback_requested``: the worker is stopping (SIGTERM in the horse, ``request_handback``): stop
+    at the next batch, checkpoint there, and exit with EXIT_HANDED_BACK, so that the worker puts the
+    job back on the queue.
+    """
+
+    supervisor_pid: int
+    handback_requested: bool = False
+
+    def request_handback(self, signum=None, frame=None) -> None:
+        """The work horse's SIGTERM handler: hand the job back at the next batch."""
+        self.handback_requested = True
+
+    def worker_gone(self) -> bool:
+        return os.getppid() != self.supervisor_pid
 
 
 def run_training_job(payload: dict) -> dict:
@@ -48,7 +59,7 @@ def run_training_job(payload: dict) -> dict:
     import rq
 
     job = rq.get_current_job()
-    return TrainingRun(job.connection, job.id, rq_job=job).run(payload)
+    return TrainingRun(job.connection, job.id, rq_job=job, supervision=getattr(job, "supervision", None)).run(payload)
 
 
 def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
@@ -67,8 +78,8 @@ def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
 class TrainingRun:
     """One attempt at one job: ``run(payload)`` does the work, writing events as it goes."""
 
-    def __init__(self, redis, job_id: str, rq_job=None):
-        self.redis, self.job_id, self.rq_job = redis, job_id, rq_job
+    def __init__(self, redis, job_id: str, rq_job=None, supervision: Supervision | None = None):
+        self.redis, self.job_id, self.rq_job, self.supervision = redis, job_id, rq_job, supervision
         self.attempt = 0
         self._last_batch_event = 0.0
         self._last_stop_check = 0.0
@@ -101,22 +112,23 @@ class TrainingRun:
         from textgen.options import TrainConfig
         from trainer import export, training
 
-        cfg = TrainConfig.from_dict(spec["options"]).validate()
+        cfg = TrainConfig.from_dict(spec["options"])  # checked by training.train, with the text
         training.use_threads_for(cfg)  # this work horse's own TensorFlow, before its first op
         text = corpus.load_corpus(spec["corpus"])
         init_from = None
         if spec["from_model"]:
             parent = spec["from_model"]
-            init_from = config.models_dir() / parent["name"] / str(parent["version"])
-            if not bundle.is_bundle(init_from):
+            try:
+                init_from, _version = ModelsDir(config.models_dir()).resolve(parent["name"], parent["version"])
+            except (NoSuchModel, NoSuchVersion):
                 raise bundle.BundleError(f"model {parent['name']} version {parent['version']} does not exist "
-                                         "(deleted after the job was submitted?)")
+                                         "(deleted after the job was submitted?)") from None
         result = training.train(text.text, cfg, corpus_name=text.name, corpus_sha256=text.sha256,
                                 on_event=self._on_event, should_stop=self._should_stop,
                                 init_from=init_from, checkpoint_dir=checkpoint_dir,
-                                checkpoint_on_stop=lambda: handback_requested and not self._cancelled)
+                                checkpoint_on_stop=lambda: self._handing_back() and not self._cancelled)
         self._check_still_ours()
-        if result.stopped and handback_requested and not self._cancelled:
+        if result.stopped and self._handing_back() and not self._cancelled:
             log.info("job %s: stopped for the worker's shutdown; handing it back", self.job_id)
             os._exit(EXIT_HANDED_BACK)  # the checkpoint is written; trainer.worker requeues the job
         if result.stopped or self._cancel_requested():
@@ -152,9 +164,9 @@ class TrainingRun:
     def _should_stop(self) -> bool:
         """Called at every batch boundary: is the worker stopping, or has someone cancelled the job
         (checked every 0.2 s)?"""
-        if supervisor_pid is not None and os.getppid() != supervisor_pid:
+        if self.supervision is not None and self.supervision.worker_gone():
             os._exit(EXIT_SUPERVISOR_GONE)  # our worker died: the job will be run again elsewhere
-        if handback_requested:
+        if self._handing_back():
             return True
         now = time.monotonic()
         if now - self._last_stop_check >= STOP_CHECK_SECONDS:
@@ -163,12 +175,15 @@ class TrainingRun:
             self._cancelled = self._cancel_requested()
         return self._cancelled
 
+    def _handing_back(self) -> bool:
+        return self.supervision is not None and self.supervision.handback_requested
+
     def _cancel_requested(self) -> bool:
         return bool(self.redis.exists(cancel_key(self.job_id)))
 
     def _check_still_ours(self) -> None:
         """A later attempt took the job over (this worker was taken for dead): stop, say nothing."""
-        if supervisor_pid is None:
+        if self.supervision is None:
             return
         current = self.redis.hget(job_key(self.job_id), "attempts")
         if current is not None and int(current) > self.attempt:
@@ -177,19 +192,7 @@ class TrainingRun:
 
     def _already_published(self, model_name: str) -> int | None:
         """The version this job already published, if an earlier attempt got that far."""
-        parent = config.models_dir() / model_name
-        if not parent.is_dir():
-            return None
-        for version_dir in parent.iterdir():
-            if not version_dir.name.isdigit():
-                continue
-            try:
-                meta = json.loads((version_dir / META_FILE).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if meta.get("job_id") == self.job_id:
-                return int(version_dir.name)
-        return None
+        return ModelsDir(config.models_dir()).published_by(model_name, self.job_id)
 
 
 def _failure_reason(exc: Exception) -> tuple[str, bool]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from textgen.options import LEARNING_RATE, LSTM_LAYER_SIZES
+from textgen.options import LSTM_LAYER_SIZES, TrainConfig
 from trainer.sequence_lstm import SequenceLSTM
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with native bfloat16 arithmetic
@@ -134,25 +134,25 @@ def upgraded(model):
     return rebuilt
 
 
-def make_optimizer(name: str = "rmsprop", learning_rate: float = LEARNING_RATE, clip_norm: float = 0.0):
-    """The optimizer by name; ``clip_norm`` > 0 clips the global norm of each step's gradients.
+def make_optimizer(config: TrainConfig):
+    """The optimizer ``config`` names, at its learning rate; ``clip_norm`` > 0 clips the global norm
+    of each step's gradients.
 
     The learning rate is a variable the training loop sets before each step (its schedule)."""
-    clip = {"global_clipnorm": clip_norm} if clip_norm > 0 else {}
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=learning_rate, **clip)
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate, **clip)
-    if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=ADAMW_WEIGHT_DECAY, **clip)
-    raise ValueError(f"optimizer must be one of rmsprop, adam, adamw, got {name!r}")
+    clip = {"global_clipnorm": config.clip_norm} if config.clip_norm > 0 else {}
+    if config.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=config.learning_rate, **clip)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=config.learning_rate, **clip)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=config.learning_rate, weight_decay=ADAMW_WEIGHT_DECAY, **clip)
+    raise ValueError(f"optimizer must be one of rmsprop, adam, adamw, got {config.optimizer!r}")
 
 
-def compile_model(model, learning_rate: float = LEARNING_RATE, optimizer: str = "rmsprop", clip_norm: float = 0.0):
-    """Cross-entropy on integer targets (the original uses one-hot targets) with the named optimizer;
-    the defaults are the original's: RMSprop at 1e-2, no clipping."""
-    model.compile(optimizer=make_optimizer(optimizer, learning_rate, clip_norm),
-                  loss=keras.losses.SparseCategoricalCrossentropy())
+def compile_model(model, config: TrainConfig | None = None):
+    """Cross-entropy on integer targets (the original uses one-hot targets) with ``config``'s optimizer;
+    the default is the original's: RMSprop at 1e-2, no clipping."""
+    model.compile(optimizer=make_optimizer(config or TrainConfig()), loss=keras.losses.SparseCategoricalCrossentropy())
     return model
 
 

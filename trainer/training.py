@@ -32,8 +32,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from textgen.charset import Charset, describe_chars
-from textgen.options import TrainConfig
+from textgen.charset import Charset
+from textgen.options import TrainConfig, run_config
 from textgen.sampling import DISPLAY_TEMPERATURES, Uniforms
 from trainer import export
 from trainer.dataset import TextDataset
@@ -50,10 +50,6 @@ PART_ROWS = 16  # the fewest rows of a batch slice given its own branch (``data_
 
 class TrainingError(Exception):
     """Training cannot go on; the message says why."""
-
-
-class CharsetMismatch(TrainingError):
-    """Continuing a model on text with characters the model does not have."""
 
 
 @dataclasses.dataclass
@@ -129,8 +125,9 @@ def train(
 ) -> TrainResult:
     """Train on ``text``; with ``init_from`` (a bundle path) keep training that model.
 
-    A continued model keeps its charset, layer sizes and sample length (``config``'s are ignored);
-    text with characters outside its charset raises CharsetMismatch. With ``checkpoint_dir``, each
+    The options are checked here, once (``textgen.options.run_config``): a continued model keeps its
+    charset, layer sizes and sample length (``config``'s are ignored); text with characters outside its
+    charset raises CharsetMismatch. With ``checkpoint_dir``, each
     epoch is checkpointed there and a later call with the same directory resumes after the last one.
     When ``should_stop()`` ends training early and ``checkpoint_on_stop()`` says so (a worker handing its
     job back), the batch it stopped at is checkpointed too, and the resumed run trains the rest of that epoch.
@@ -142,19 +139,9 @@ def train(
     if init_from is not None:
         model, parent_meta = export.load_keras(init_from)
         charset = Charset(parent_meta["charset"])
-        missing = charset.missing(text)
-        if missing:
-            raise CharsetMismatch(
-                f"the corpus has {len(missing)} characters the model {init_from} was not trained on: "
-                f"{describe_chars(missing)}; continue on text made of the model's characters or train a new model"
-            )
-        config = dataclasses.replace(
-            config, lstm_layer_sizes=tuple(lstm_layer_sizes(model)), sample_len=int(parent_meta["sample_len"])
-        )
-    config.validate(charset_size=len(charset) if charset else None)
+    config = run_config(config, text, parent_meta if init_from is not None else None, model=f"the model {init_from}")
     data = TextDataset.from_text(text, config.sample_len, config.sample_step, config.validation_split, charset)
     charset = data.charset
-    config.validate(charset_size=len(charset))
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     all_positions = config.objective == "all"
@@ -173,7 +160,7 @@ def train(
                                 sequence_kernel=True)
         else:
             model = with_objective(model, all_positions, config.dropout, precision, sequence_kernel=True)
-        compile_model(model, config.learning_rate, config.optimizer, config.clip_norm)
+        compile_model(model, config)
     view = with_objective(model, all_positions=False)  # the serving shape, for validation and samples
     parts = parallel_parts(config.batch_size)
     stepper = compile_data_parallel(data_parallel(model, parts), model) if parts > 1 else model

@@ -45,10 +45,10 @@ import uuid
 
 from textgen import config
 from textgen import jobs as records
-from trainer import export
+from textgen.models_dir import ModelsDir
 from trainer import metrics as worker_metrics
 from trainer import job as training_job
-from trainer.args import Parser, UsageError
+from textgen.args import Parser, UsageError
 
 log = logging.getLogger("trainer.worker")  # also when run as __main__
 
@@ -149,7 +149,7 @@ def _worker_class():
 
         def setup_work_horse_signals(self):
             super().setup_work_horse_signals()
-            signal.signal(signal.SIGTERM, training_job.request_handback)
+            signal.signal(signal.SIGTERM, self._supervision.request_handback)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
         def handle_warm_shutdown_request(self):
@@ -176,7 +176,8 @@ def _worker_class():
             _die_with_parent()
             if os.getppid() != self._supervisor_pid:  # the worker died before that took effect
                 os._exit(training_job.EXIT_SUPERVISOR_GONE)
-            training_job.supervisor_pid = self._supervisor_pid
+            self._supervision = training_job.Supervision(self._supervisor_pid)
+            job.supervision = self._supervision  # what run_training_job finds on rq.get_current_job()
             super().main_work_horse(job, queue)
 
         _superseded_job: str | None = None
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # a TEXTGEN_METRICS_ADDR that is not host:port
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for leftover in export.sweep_leftovers(config.models_dir()):
+    for leftover in ModelsDir(config.models_dir()).sweep():
         print(f"removed {leftover}, left by a publish that did not finish", file=sys.stderr)
     liveness = Liveness(connect(url, 0), name, config.QUEUE_NAME, args.liveness_ttl)
     liveness.beat()

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from textgen.bundle import TMP_PREFIX
+from textgen.models_dir import STAGED_PREFIX
 from trainer import export
 
 
@@ -24,7 +24,7 @@ def main() -> int:
         real_rename = os.rename
 
         def rename(source, dest, *args, **kwargs):
-            if os.path.basename(str(source)).startswith(TMP_PREFIX + "staged-") \
+            if os.path.basename(str(source)).startswith(STAGED_PREFIX) \
                     and os.path.basename(str(dest)).isdigit():
                 print(f"CLAIMED {dest}", flush=True)
                 time.sleep(3600)

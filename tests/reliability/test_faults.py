@@ -97,7 +97,7 @@ class Stack:
 
     def temporaries(self, name: str) -> list[str]:
         """Temporary entries (``.tmp-*``) left in the model folder: half-written bundles, never versions."""
-        from textgen.bundle import TMP_PREFIX
+        from textgen.models_dir import TMP_PREFIX
 
         folder = self.models_dir / name
         return sorted(p.name for p in folder.iterdir() if p.name.startswith(TMP_PREFIX)) if folder.is_dir() else []

@@ -42,7 +42,8 @@ def disk_state(models_dir) -> dict:
     """Each entry of the model's folder: a version folder is "bundle", "empty" (claimed, never filled)
     or "partial" (some but not all of a bundle: must never happen); "temporary" (``.tmp-*``, never a
     version), "bookkeeping" (another hidden entry, e.g. .last-version) or "other"."""
-    from textgen.bundle import TMP_PREFIX, is_bundle
+    from textgen.bundle import is_bundle
+    from textgen.models_dir import TMP_PREFIX
 
     state = {}
     for path in sorted((models_dir / NAME).iterdir()):

@@ -1,3 +1,4 @@
+from google.protobuf import descriptor_pb2 as _descriptor_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -32,6 +33,8 @@ JOB_STATE_STARTED: JobState
 JOB_STATE_FINISHED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
+OPTION_FIELD_NUMBER: _ClassVar[int]
+option: _descriptor.FieldDescriptor
 
 class GenerateRequest(_message.Message):
     __slots__ = ("model", "version", "prompt", "length", "temperature", "seed", "top_k", "top_p", "stop", "logprobs")
@@ -194,6 +197,22 @@ class ScoreResponse(_message.Message):
     bits_per_char: float
     logprobs: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., characters: _Optional[int] = ..., log_likelihood: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., logprobs: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class OptionInfo(_message.Message):
+    __slots__ = ("help", "default", "choices", "flag", "aliases", "metavar")
+    HELP_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    FLAG_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    METAVAR_FIELD_NUMBER: _ClassVar[int]
+    help: str
+    default: str
+    choices: _containers.RepeatedScalarFieldContainer[str]
+    flag: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    metavar: str
+    def __init__(self, help: _Optional[str] = ..., default: _Optional[str] = ..., choices: _Optional[_Iterable[str]] = ..., flag: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., metavar: _Optional[str] = ...) -> None: ...
 
 class TrainOptions(_message.Message):
     __slots__ = ("lstm_layer_sizes", "sample_len", "sample_step", "learning_rate", "epochs", "examples_per_epoch", "batch_size", "validation_split", "display_length", "objective", "seed", "recipe", "optimizer", "lr_schedule", "warmup_steps", "clip_norm", "dropout", "precision", "time_budget_minutes")
