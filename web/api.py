@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.concurrency import run_in_threadpool
 
 from client.api import Client, TextgenError
+from textgen import schema
 from textgen.options import RECIPES, DEFAULT_RECIPE, TrainConfig
 from web.convert import job_event, to_json
 from web.errors import Body, error_body
@@ -135,6 +136,24 @@ def list_recipes():
             "defaults": defaults}
 
 
+def _options_model() -> type[BaseModel]:
+    """The training options as the proto declares them (textgen.schema), so /docs lists each with its
+    help and default. Values are checked by the server, in its words; a name it lacks passes through
+    to client.Client.submit_train, which refuses it naming the known ones."""
+    kinds = {int: int, float: float, str: str}
+    fields = {}
+    for spec in schema.OPTIONS:
+        kind = (list[int] | str) if spec.is_list else kinds[spec.kind]  # sizes also as "128,128", as typed
+        said = [f"one of {', '.join(spec.choices)}" if spec.choices else "",
+                f"default {spec.default_text}" if spec.default_text else ""]
+        help_text = spec.help + "".join(f"; {part}" for part in said if part)
+        fields[spec.name] = (kind | None, Field(None, description=help_text))
+    return create_model("TrainOptions", __config__=ConfigDict(extra="allow"), **fields)
+
+
+TrainOptions = _options_model()
+
+
 class SubmitBody(Body):
     """A training job: the text to learn (a corpus or an upload), the options, and what to publish."""
     model_config = ConfigDict(json_schema_extra={"examples": [
@@ -142,9 +161,9 @@ class SubmitBody(Body):
 
     corpus: str = Field("", description="a built-in corpus name (see /corpora)")
     corpus_id: str = Field("", description="or an uploaded corpus' id")
-    options: dict = Field(default_factory=dict, description="training options (lstm_layer_sizes, epochs, "
-                          "examples_per_epoch, batch_size, validation_split, learning_rate, objective, ...); "
-                          "unset ones take the trainer's defaults")
+    options: TrainOptions = Field(default_factory=TrainOptions,
+                                  description="training options; unset ones take the trainer's defaults "
+                                              "(a recipe's, with one)")
     model_name: str = Field("", description="publish under this name; default: from_model, else the corpus")
     from_model: str = Field("", description="keep training this model (a new version)")
     from_version: int = Field(0, description="0 = the latest")
@@ -152,7 +171,7 @@ class SubmitBody(Body):
 
 @router.post("/jobs", tags=["jobs"], status_code=201, summary="Submit a training job")
 def submit_job(body: SubmitBody, client: Client = Depends(caller_client)):
-    options = dict(body.options)
+    options = body.options.model_dump(exclude_none=True)
     sizes = options.get("lstm_layer_sizes")
     if isinstance(sizes, str):  # "128,128", as the CLI and the page's field write it
         options["lstm_layer_sizes"] = _layer_sizes(sizes)
