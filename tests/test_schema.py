@@ -81,3 +81,18 @@ def test_messages_and_dicts_carry_the_same_options():
     with pytest.raises(schema.UnknownOption, match="^unknown training options epochz; known: lstm_layer_sizes, "):
         schema.to_message({"epochz": 3})
     assert schema.to_dict(schema.to_message({"epochz": 3, "epochs": 2}, strict=False)) == {"epochs": 2}
+
+
+def test_weight_decay_is_an_option_everywhere_and_reaches_adamw():
+    """The option added to show what adding one takes: the proto, TrainConfig, its use, the page."""
+    from trainer.model import build_model, compile_model
+
+    assert TrainConfig().weight_decay == 0.1  # the value AdamW had before it was an option (nanoGPT's)
+    config = train_config(trainer_parser().parse_args(["train", "x", "--optimizer", "adamw", "--weightDecay", "0.02"]))
+    assert (config.optimizer, config.weight_decay) == ("adamw", 0.02)
+    client_args = client_parser().parse_args(["submit-train", "--corpus", "x", "--weight-decay", "0.02"])
+    assert schema.to_dict(schema.to_message({"weight_decay": client_args.weight_decay})) == {"weight_decay": 0.02}
+    with pytest.raises(OptionError, match=r"^weight decay must be in \[0.0, 1.0\], got 1.5$"):
+        TrainConfig(weight_decay=1.5).validate()
+    model = compile_model(build_model(5, (4,)), config)
+    assert float(model.optimizer.weight_decay) == pytest.approx(0.02)

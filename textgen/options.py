@@ -108,6 +108,7 @@ class TrainConfig:
     precision: str = _DEFAULTS["precision"]  # "bfloat16": mixed bfloat16; "auto": where the CPU has it
     time_budget_minutes: float = _DEFAULTS["time_budget_minutes"]  # > 0: train this many minutes (of steps)
     recipe: str = _DEFAULTS["recipe"]  # the named settings this config started from (see RECIPES)
+    weight_decay: float = _DEFAULTS["weight_decay"]  # AdamW's (decoupled); other optimizers have none
 
     def validate(self, charset_size: int | None = None) -> "TrainConfig":
         """Raise OptionError for the first bad value; with ``charset_size``, also the model's size."""
@@ -138,6 +139,7 @@ class TrainConfig:
         _one_of("precision", self.precision, PRECISIONS)
         _float_in("time budget (minutes)", self.time_budget_minutes, 0.0, MAX_TIME_BUDGET_MINUTES)
         _one_of("recipe", self.recipe, tuple(RECIPES))
+        _float_in("weight decay", self.weight_decay, 0.0, 1.0)
         if charset_size is not None:
             params = parameter_count(charset_size, sizes)
             if params > MAX_PARAMETERS:

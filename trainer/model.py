@@ -19,7 +19,6 @@ from textgen.options import LSTM_LAYER_SIZES, TrainConfig
 from trainer.sequence_lstm import SequenceLSTM
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with native bfloat16 arithmetic
-ADAMW_WEIGHT_DECAY = 0.1  # nanoGPT's (Keras decays every variable, biases too)
 
 
 def build_model(charset_size: int, lstm_layer_sizes=LSTM_LAYER_SIZES, all_positions: bool = False,
@@ -145,7 +144,7 @@ def make_optimizer(config: TrainConfig):
     if config.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=config.learning_rate, **clip)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=config.learning_rate, weight_decay=ADAMW_WEIGHT_DECAY, **clip)
+        return keras.optimizers.AdamW(learning_rate=config.learning_rate, weight_decay=config.weight_decay, **clip)
     raise ValueError(f"optimizer must be one of rmsprop, adam, adamw, got {config.optimizer!r}")
 
 

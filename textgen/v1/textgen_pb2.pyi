@@ -215,7 +215,7 @@ class OptionInfo(_message.Message):
     def __init__(self, help: _Optional[str] = ..., default: _Optional[str] = ..., choices: _Optional[_Iterable[str]] = ..., flag: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., metavar: _Optional[str] = ...) -> None: ...
 
 class TrainOptions(_message.Message):
-    __slots__ = ("lstm_layer_sizes", "sample_len", "sample_step", "learning_rate", "epochs", "examples_per_epoch", "batch_size", "validation_split", "display_length", "objective", "seed", "recipe", "optimizer", "lr_schedule", "warmup_steps", "clip_norm", "dropout", "precision", "time_budget_minutes")
+    __slots__ = ("lstm_layer_sizes", "sample_len", "sample_step", "learning_rate", "epochs", "examples_per_epoch", "batch_size", "validation_split", "display_length", "objective", "seed", "recipe", "optimizer", "lr_schedule", "warmup_steps", "clip_norm", "dropout", "precision", "time_budget_minutes", "weight_decay")
     LSTM_LAYER_SIZES_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_LEN_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_STEP_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +235,7 @@ class TrainOptions(_message.Message):
     DROPOUT_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     TIME_BUDGET_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
     lstm_layer_sizes: _containers.RepeatedScalarFieldContainer[int]
     sample_len: int
     sample_step: int
@@ -254,7 +255,8 @@ class TrainOptions(_message.Message):
     dropout: float
     precision: str
     time_budget_minutes: float
-    def __init__(self, lstm_layer_sizes: _Optional[_Iterable[int]] = ..., sample_len: _Optional[int] = ..., sample_step: _Optional[int] = ..., learning_rate: _Optional[float] = ..., epochs: _Optional[int] = ..., examples_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., validation_split: _Optional[float] = ..., display_length: _Optional[int] = ..., objective: _Optional[str] = ..., seed: _Optional[int] = ..., recipe: _Optional[str] = ..., optimizer: _Optional[str] = ..., lr_schedule: _Optional[str] = ..., warmup_steps: _Optional[int] = ..., clip_norm: _Optional[float] = ..., dropout: _Optional[float] = ..., precision: _Optional[str] = ..., time_budget_minutes: _Optional[float] = ...) -> None: ...
+    weight_decay: float
+    def __init__(self, lstm_layer_sizes: _Optional[_Iterable[int]] = ..., sample_len: _Optional[int] = ..., sample_step: _Optional[int] = ..., learning_rate: _Optional[float] = ..., epochs: _Optional[int] = ..., examples_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., validation_split: _Optional[float] = ..., display_length: _Optional[int] = ..., objective: _Optional[str] = ..., seed: _Optional[int] = ..., recipe: _Optional[str] = ..., optimizer: _Optional[str] = ..., lr_schedule: _Optional[str] = ..., warmup_steps: _Optional[int] = ..., clip_norm: _Optional[float] = ..., dropout: _Optional[float] = ..., precision: _Optional[str] = ..., time_budget_minutes: _Optional[float] = ..., weight_decay: _Optional[float] = ...) -> None: ...
 
 class SubmitTrainRequest(_message.Message):
     __slots__ = ("corpus", "corpus_id", "options", "model_name", "from_model", "from_version")

@@ -273,7 +273,7 @@ let recipes = null;   // GET /api/v1/recipes: {recipes: [{name, description, set
 // The number fields of the training form, by training option; empty ones take the recipe's values.
 const NUMBER_FIELDS = { time_budget_minutes: "time-budget", epochs: "epochs", examples_per_epoch: "examples-per-epoch",
                         batch_size: "batch-size", validation_split: "validation-split", learning_rate: "learning-rate",
-                        dropout: "dropout" };
+                        dropout: "dropout", weight_decay: "weight-decay" };
 const CHOICE_FIELDS = { objective: "objective", optimizer: "optimizer", lr_schedule: "lr-schedule" };
 
 async function loadRecipes() {
