@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, **kwargs) -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[common], **kwargs)
 
+    _training_commands(command)
+    _generation_commands(command)
+    _model_commands(command)
+    return parser
+
+
+def _training_commands(command) -> None:
     submit = command("submit-train", help="train a model on a corpus (as a job on the server's workers)")
     submit.add_argument("--corpus", required=True,
                         help="a built-in corpus name, an upload id, or a local text file (uploaded first)")
@@ -58,7 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = command("cancel", help="cancel a job (a running one stops at its next batch)")
     cancel.add_argument("job_id")
+    command("corpora", help="list built-in and uploaded corpora")
+    upload = command("upload", help="upload a UTF-8 text file as a corpus; prints its id")
+    upload.add_argument("path")
+    upload.add_argument("--name", default="", help="display name (default: the file name)")
 
+
+def _generation_commands(command) -> None:
     generate = command("generate", help="stream text from a model to stdout")
     generate.add_argument("model")
     generate.add_argument("--prompt", default="", help="text to continue (default: one of the model's seed slices)")
@@ -82,19 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--per-character", action="store_true",
                        help="also print each character's log-probability (one model only)")
 
+
+def _model_commands(command) -> None:
     command("models", help="list models")
-    command("corpora", help="list built-in and uploaded corpora")
-
-    upload = command("upload", help="upload a UTF-8 text file as a corpus; prints its id")
-    upload.add_argument("path")
-    upload.add_argument("--name", default="", help="display name (default: the file name)")
-
     delete = command("delete", help="delete a model version, or all of them")
     delete.add_argument("model")
     which = delete.add_mutually_exclusive_group(required=True)
     which.add_argument("--version", type=int, default=0)
     which.add_argument("--all", action="store_true", help="every version")
-    return parser
 
 
 # ---- commands ---------------------------------------------------------------------------------------
