@@ -3,7 +3,7 @@
 ``python -m bench.decode_bench [--quick] [--results DIR]``. In one run on this machine: train a
 128,128 LSTM on tinyshakespeare briefly, publish it in a temporary data directory, start two
 ``python -m server`` processes on loopback ports, one with this engine (joining streams admitted
-beside the batch's step, XLA, prompt cache) and one with the engine before it (``Engine.fixed_steps()``:
+beside the batch's step, XLA, prompt cache) and one with the engine before it (bench/baseline_engine.py:
 16-character steps, joiners admitted between them, no XLA, no prompt cache), and measure, alternating
 between them: time to first chunk on an idle server and while 63 other streams run; aggregate
 characters per second through gRPC at 1, 64 and 256 streams, all with one prompt and each with its
@@ -64,7 +64,7 @@ STREAMS = (1, 64, 256)
 # which the prompt cache cannot help.
 WORKLOADS = (("1", 1, False), ("64", 64, False), ("256", 256, False), ("64d", 64, True), ("256d", 256, True))
 BUSY = 64  # streams running while time to first chunk is measured under load (the probe and 63 others)
-ENGINES = ("new", "fixed")  # today's engine; the engine before it (Engine.fixed_steps())
+ENGINES = ("new", "fixed")  # today's engine; the engine before it (bench/baseline_engine.py)
 NAMES = {"new": "this engine (admission aside, XLA, prompt cache)", "fixed": "before: fixed 16-character steps"}
 
 
@@ -193,12 +193,12 @@ def flops_per_char(layers, sample_len: int, charset_size: int) -> float:
 # -- the servers, through gRPC ---------------------------------------------------------------------
 
 def serve_fixed_steps() -> int:
-    """``python -m server`` with ``Engine.fixed_steps()``: the engine before this one."""
+    """``python -m server`` with ``BaselineEngine``: the engine before this one."""
+    from bench.baseline_engine import BaselineEngine
     from server import __main__ as server_main
     from server import app
-    from server.engine import Engine
 
-    app.Engine = Engine.fixed_steps
+    app.Engine = BaselineEngine
     return server_main.main()
 
 

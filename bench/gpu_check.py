@@ -104,7 +104,7 @@ def measure(model_dir: Path) -> dict:
     """In a child process: cuDNN check, decode and score figures for the device it sees."""
     import tensorflow as tf
 
-    from server.engine import Engine
+    from server.engine import Engine, SamplingParams
     from server.scoring import predict_logprobs, score_text
     from server.store import load_model
     from trainer.export import load_keras
@@ -122,7 +122,8 @@ def measure(model_dir: Path) -> dict:
     for streams in DECODE_STREAMS:
         for warm in (True, False):  # the first round traces the functions for this batch shape
             began = time.perf_counter()
-            running = [engine.submit(model, PROMPT, DECODE_LENGTH, 0.5, seed) for seed in range(streams)]
+            running = [engine.submit(model, PROMPT, SamplingParams(DECODE_LENGTH, 0.5, seed))
+                       for seed in range(streams)]
             produced = sum(len("".join(stream)) for stream in running)
             seconds = time.perf_counter() - began
         out["decode"][str(streams)] = {"characters": produced, "seconds": seconds,

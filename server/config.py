@@ -15,7 +15,7 @@
 | TEXTGEN_GRACE_SECONDS      | 10               | on SIGTERM, how long in-flight streams may take to end   |
 | TEXTGEN_XLA                | 1                | 1: compile the decode functions with XLA; 0: do not      |
 | TEXTGEN_PROMPT_CACHE_MB    | 32               | started state of recent prompts kept per model version;  |
-|                            |                  | 0: none (server/engine.py)                               |
+|                            |                  | 0: none (server/prompt_cache.py)                         |
 | TEXTGEN_TOKENS_FILE        | (none)           | one token per line; when set, every RPC but health needs |
 |                            |                  | metadata ``authorization: Bearer <token>``               |
 | TEXTGEN_TLS_CERT/_KEY      | (none)           | PEM files: serve TLS instead of plaintext                |
@@ -53,8 +53,8 @@ class Settings:
     tls_key: Path | None = None
     redis_url: str = shared_config.DEFAULT_REDIS_URL  # for the Training service's job queue
     metrics_addr: tuple[str, int] | None = shared_metrics.parse_addr(shared_metrics.SERVER_DEFAULT)  # None: off
-    xla: bool = True  # compile the decode functions with XLA (server/engine.py)
-    prompt_cache_mb: int = 32  # per model version (server/engine.py); 0: none
+    xla: bool = True  # compile the decode functions with XLA (server/programs.py)
+    prompt_cache_mb: int = 32  # per model version (server/prompt_cache.py); 0: none
 
     @property
     def models_dir(self) -> Path:

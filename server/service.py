@@ -1,26 +1,14 @@
 """The TextGen gRPC service: a thin adapter from requests to the model store and the decode engine."""
 from __future__ import annotations
 
-import grpc
-
 from server import engine as engine_module
 from server import metrics, scoring
-from server.engine import Engine, Unsupported
-from server.errors import (BadRequest, DecodeFailed, ModelNotFound, RequestError, ShuttingDown, StorageFailed,
-                           TooManyStreams, abort)
+from server.engine import Engine, SamplingParams
+from server.errors import request_errors
 from server.store import ModelStore, ServedModel
 from textgen.v1 import textgen_pb2 as pb
 from textgen.v1 import textgen_pb2_grpc
 
-STATUS = {
-    BadRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    ModelNotFound: grpc.StatusCode.NOT_FOUND,
-    TooManyStreams: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ShuttingDown: grpc.StatusCode.UNAVAILABLE,
-    DecodeFailed: grpc.StatusCode.INTERNAL,
-    StorageFailed: grpc.StatusCode.FAILED_PRECONDITION,
-    Unsupported: grpc.StatusCode.FAILED_PRECONDITION,
-}
 STOP_REASONS = {engine_module.LENGTH: pb.STOP_REASON_LENGTH, engine_module.SHUTDOWN: pb.STOP_REASON_SHUTDOWN,
                 engine_module.STOP: pb.STOP_REASON_STOP}
 
@@ -32,25 +20,23 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
         self.max_score_chars = max_score_chars
 
     def Generate(self, request, context):
-        try:
+        with request_errors(context):
             model = self.store.get(request.model, request.version)
-            seed = request.seed if request.HasField("seed") else None
-            top_p = request.top_p if request.HasField("top_p") else 1.0
-            stream = self.engine.submit(model, request.prompt, request.length, request.temperature, seed,
-                                        top_k=request.top_k, top_p=top_p, stop=request.stop,
-                                        logprobs=request.logprobs)
-        except RequestError as exc:
-            _abort(context, exc)
+            params = SamplingParams(
+                length=request.length, temperature=request.temperature,
+                seed=request.seed if request.HasField("seed") else None, top_k=request.top_k,
+                top_p=request.top_p if request.HasField("top_p") else 1.0, stop=tuple(request.stop),
+                logprobs=request.logprobs)
+            stream = self.engine.submit(model, request.prompt, params)
         # Runs when the call ends for any reason: a client that cancels or runs out of time frees
         # its slot at once, and the engine drops its row by the next step.
         context.add_callback(stream.cancel)
         yield pb.GenerateResponse(start=pb.StreamStart(
             model=model.name, version=model.version, prompt=stream.prompt, seed=stream.seed))
         try:
-            for chunk in stream.chunks():
-                yield pb.GenerateResponse(text=chunk.text, logprobs=chunk.logprobs)
-        except RequestError as exc:
-            _abort(context, exc)
+            with request_errors(context):
+                for chunk in stream.chunks():
+                    yield pb.GenerateResponse(text=chunk.text, logprobs=chunk.logprobs)
         finally:
             stream.cancel()  # a no-op when it ended; frees the slot when the generator is closed early
         if stream.stop_reason in STOP_REASONS:
@@ -58,11 +44,9 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
                 reason=STOP_REASONS[stream.stop_reason], characters=stream.produced))
 
     def Score(self, request, context):
-        try:
+        with request_errors(context):
             model = self.store.get(request.model, request.version)
             score = scoring.score_text(model, request.text, self.max_score_chars)
-        except RequestError as exc:
-            _abort(context, exc)
         metrics.observe_score(model.name, score.characters)
         return pb.ScoreResponse(model=model.name, version=model.version, characters=score.characters,
                                 log_likelihood=score.log_likelihood, bits_per_char=score.bits_per_char,
@@ -76,16 +60,12 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
         ])
 
     def GetModel(self, request, context):
-        try:
+        with request_errors(context):
             return model_info(self.store.get(request.model, request.version, fresh=True))
-        except RequestError as exc:
-            _abort(context, exc)
 
     def DeleteModel(self, request, context):
-        try:
+        with request_errors(context):
             deleted = self.store.delete(request.model, request.version, request.all_versions)
-        except RequestError as exc:
-            _abort(context, exc)
         return pb.DeleteModelResponse(deleted_versions=deleted)
 
 
@@ -111,9 +91,3 @@ def model_info(model: ServedModel) -> pb.ModelInfo:
         job_id=str(meta.get("job_id") or ""),
         **numbers,
     )
-
-
-
-
-def _abort(context, exc: RequestError):
-    abort(context, STATUS.get(type(exc), grpc.StatusCode.INTERNAL), exc)

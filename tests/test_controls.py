@@ -16,8 +16,8 @@ import pytest
 import tensorflow as tf
 
 from server import engine as engine_module
-from server.engine import Engine, Unsupported
-from server.errors import BadRequest
+from server.engine import Engine, SamplingParams
+from server.errors import BadRequest, Unsupported
 from server.reference import reference_generate
 from server.store import ModelStore
 from textgen.sampling import sample_ids
@@ -53,7 +53,7 @@ def engine():
 
 
 def run(engine, model, prompt, length, temperature, seed, **controls):
-    stream = engine.submit(model, prompt, length, temperature, seed, **controls)
+    stream = engine.submit(model, prompt, SamplingParams(length, temperature, seed, **controls))
     chunks = list(stream.chunks())
     return "".join(c.text for c in chunks), [lp for c in chunks for lp in c.logprobs], stream
 
@@ -105,8 +105,7 @@ def test_sampling_controls_equal_the_reference_loop_alone_and_beside_63_other_st
               for _ in range(63)]
     mine = dict(prompt=SHORT, length=150, temperature=1.2, seed=99, **controls)
     jobs = others[:20] + [mine] + others[20:]
-    streams = [engine.submit(model, job.pop("prompt"), job.pop("length"), job.pop("temperature"), job.pop("seed"), **job)
-               for job in [dict(j) for j in jobs]]
+    streams = [engine.submit(model, job.pop("prompt"), SamplingParams(**job)) for job in [dict(j) for j in jobs]]
     texts = run_threads(lambda s: "".join(s), [(s,) for s in streams])
     assert texts[20] == expected
 
@@ -161,8 +160,8 @@ def test_logprobs_are_the_models_log_probability_of_each_character(store, engine
 def test_bad_control_values_are_refused_naming_the_value(store, engine, change, message):
     model = store.get(MODELS["one"])
     assert len(model.charset) == 59
-    with pytest.raises(BadRequest) as caught:
-        engine.submit(model, SHORT, 10, 0.5, 1, **change)
+    with pytest.raises(BadRequest) as caught:  # when the params are made, or when submitted
+        engine.submit(model, SHORT, SamplingParams(10, 0.5, 1, **change))
     assert message in str(caught.value)
     assert engine.active_streams() == 0
 
@@ -182,7 +181,7 @@ def test_an_old_bundle_serves_temperature_seed_and_stop(store, engine):
 @pytest.mark.parametrize("control", [dict(top_k=3), dict(top_p=0.5), dict(logprobs=True)])
 def test_an_old_bundle_refuses_the_controls_it_cannot_do_naming_its_version(store, engine, control):
     with pytest.raises(Unsupported, match="model 'old' version 1 was exported before"):
-        engine.submit(store.get("old"), "ROMEO: ", 10, 0.5, 1, **control)
+        engine.submit(store.get("old"), "ROMEO: ", SamplingParams(10, 0.5, 1, **control))
 
 
 # -- through gRPC ----------------------------------------------------------------------------------

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bench.baseline_engine import BaselineBatch, BaselineEngine
 from server import engine as engine_module
-from server.engine import Engine
+from server import programs
+from server.engine import Engine, SamplingParams
 from server.errors import BadRequest, ModelNotFound, ShuttingDown, TooManyStreams
+from server.prompt_cache import PromptCache
 from server.reference import reference_generate
 from server.store import ModelStore
 
@@ -38,8 +41,14 @@ def engine():
 
 
 def text_of(engine, model, prompt, length, temperature, seed):
-    stream = engine.submit(model, prompt, length, temperature, seed)
+    stream = engine.submit(model, prompt, SamplingParams(length, temperature, seed))
     return "".join(stream), stream
+
+
+def admitting_between_steps(engine: Engine) -> Engine:
+    """``engine`` with the baseline's batch: joiners started by the stepper between its steps."""
+    engine.batch_class = BaselineBatch
+    return engine
 
 
 @pytest.mark.parametrize("key", ["one", "two"])
@@ -61,7 +70,7 @@ def test_seeded_sampling_equals_the_reference_and_ignores_63_other_streams(store
     others = [(rng.choice([SHORT, LONG, ""]), rng.randint(20, 400), rng.choice([0.0, 0.5, 1.0, 1.5]), rng.randrange(2**63))
               for _ in range(63)]
     jobs = others[:30] + [(SHORT, 200, 0.8, 1234)] + others[30:]
-    streams = [engine.submit(model, *job) for job in jobs]
+    streams = [engine.submit(model, prompt, SamplingParams(*job)) for prompt, *job in jobs]
     texts = run_threads(lambda s: "".join(s), [(s,) for s in streams])
     assert texts[30] == alone
     assert [len(t) for t in texts] == [job[1] for job in jobs]
@@ -70,7 +79,7 @@ def test_seeded_sampling_equals_the_reference_and_ignores_63_other_streams(store
 def test_text_does_not_depend_on_how_steps_are_chunked(store):
     model = store.get(MODELS["two"])
     texts = []
-    engines = [Engine.fixed_steps(), Engine(chunk=7, first_chunk=1, admit_aside=False, xla=False),
+    engines = [BaselineEngine(), admitting_between_steps(Engine(chunk=7, first_chunk=1, xla=False)),
                Engine(chunk=64, first_chunk=64), Engine(chunk=1, first_chunk=1), Engine(chunk=5, first_chunk=3)]
     for engine in engines:
         texts.append(text_of(engine, model, LONG, 101, 0.9, seed=77)[0])
@@ -81,7 +90,7 @@ def test_text_does_not_depend_on_how_steps_are_chunked(store):
 @pytest.mark.parametrize("temperature", [0.0, 0.9])
 def test_the_xla_compiled_step_draws_what_the_bundles_graph_function_draws(store, temperature):
     model = store.get(MODELS["two"])
-    functions = engine_module._Functions(model, engine_module._Compiler())
+    functions = programs.Functions(model, programs.Compiler())
     rng = np.random.default_rng(1)
     prompt = rng.integers(0, len(model.charset), size=(64, SAMPLE_LEN)).astype(np.int32)
     state = functions.start(prompt, np.full([64], SAMPLE_LEN, np.int32))
@@ -96,7 +105,7 @@ def test_the_xla_compiled_step_draws_what_the_bundles_graph_function_draws(store
 
 def test_the_xla_compiled_start_of_a_padded_group_reads_prompts_as_the_bundles_graph_function(store):
     model = store.get(MODELS["two"])
-    functions = engine_module._Functions(model, engine_module._Compiler())
+    functions = programs.Functions(model, programs.Compiler())
     rng = np.random.default_rng(2)
     prompt = rng.integers(0, len(model.charset), size=(5, SAMPLE_LEN)).astype(np.int32)
     lengths = np.array([SAMPLE_LEN, 1, 7, SAMPLE_LEN - 1, 3], np.int32)
@@ -115,9 +124,9 @@ def test_a_full_block_is_compiled_when_a_model_gets_its_first_stream_and_every_e
     model = store.get(MODELS["one"])
     first, second = Engine(), Engine()
     try:
-        assert "".join(first.submit(model, SHORT, 5, 0.5, seed=1))
+        assert "".join(first.submit(model, SHORT, SamplingParams(5, 0.5, seed=1)))
         functions = first._functions_of(model)
-        block = ("advance", (engine_module.BLOCK_ROWS, engine_module.CHUNK))
+        block = ("advance", (programs.BLOCK_ROWS, engine_module.CHUNK))
         assert wait_for(lambda: block in functions._compiled, timeout=120)  # 64 streams: compiled before they come
         assert second._functions_of(model) is functions
         assert Engine(xla=False)._functions_of(model) is not functions  # the graph functions only
@@ -127,13 +136,14 @@ def test_a_full_block_is_compiled_when_a_model_gets_its_first_stream_and_every_e
 
 
 def test_the_fixed_step_baseline_stays_itself_whatever_the_server_passes():
-    engine = Engine.fixed_steps(8, 100, 50, xla=True, admit_aside=True, chunk=4)
+    engine = BaselineEngine(8, 100, 50, xla=True, chunk=4, first_chunk=1, prompt_cache_bytes=2**20)
     assert (engine.max_streams, engine.max_length, engine.max_prompt) == (8, 100, 50)
-    assert (engine.chunk, engine.first_chunk, engine.admit_aside, engine.xla) == (engine_module.CHUNK, 4, False, False)
+    assert (engine.chunk, engine.first_chunk, engine.batch_class, engine.xla, engine.prompt_cache_bytes) == (
+        engine_module.CHUNK, 4, BaselineBatch, False, 0)
 
 
 def test_batches_keep_few_block_shapes_so_xla_compiles_few_programs():
-    capacity, blocks = engine_module.row_capacity, engine_module.row_blocks
+    capacity, blocks = programs.row_capacity, programs.row_blocks
     assert [capacity(n) for n in (1, 2, 3, 5, 8, 9, 63, 64, 65, 67, 70, 250, 256, 257)] == [
         1, 2, 4, 8, 8, 16, 64, 64, 65, 68, 72, 256, 256, 257]
     assert blocks(200) == [(0, 64), (64, 128), (128, 192), (192, 200)]
@@ -167,7 +177,7 @@ def test_a_stream_without_seed_reports_the_one_drawn_and_it_reproduces_the_text(
 
 def test_200_streams_cancelled_midway_leave_no_active_stream(store, engine):
     model = store.get(MODELS["two"])
-    streams = [engine.submit(model, SHORT, 10_000, 0.7, seed=i) for i in range(200)]
+    streams = [engine.submit(model, SHORT, SamplingParams(10_000, 0.7, seed=i)) for i in range(200)]
     firsts = [next(iter(s)) for s in streams[::10]]  # let some of them produce text first
     assert all(firsts)
     for stream in streams:
@@ -180,11 +190,11 @@ def test_200_streams_cancelled_midway_leave_no_active_stream(store, engine):
 def test_streams_past_the_limit_are_refused_until_a_slot_frees(store):
     engine = Engine(max_streams=2)
     model = store.get(MODELS["one"])
-    running = [engine.submit(model, SHORT, 10_000, 0.5, seed=i) for i in range(2)]
+    running = [engine.submit(model, SHORT, SamplingParams(10_000, 0.5, seed=i)) for i in range(2)]
     with pytest.raises(TooManyStreams, match="limit of concurrent streams is 2"):
-        engine.submit(model, SHORT, 10, 0.5)
+        engine.submit(model, SHORT, SamplingParams(10, 0.5))
     running[0].cancel()  # frees its slot at once, before the engine's next step
-    assert len("".join(engine.submit(model, SHORT, 10, 0.5))) == 10
+    assert len("".join(engine.submit(model, SHORT, SamplingParams(10, 0.5)))) == 10
     engine.shutdown(0)
 
 
@@ -201,8 +211,9 @@ def test_streams_past_the_limit_are_refused_until_a_slot_frees(store):
 def test_bad_values_are_refused_naming_the_value(store, change, message):
     engine = Engine(max_length=100, max_prompt=50)
     request = dict(prompt=SHORT, length=10, temperature=0.5, seed=1) | change
-    with pytest.raises(BadRequest) as caught:
-        engine.submit(store.get(MODELS["one"]), **request)
+    prompt = request.pop("prompt")
+    with pytest.raises(BadRequest) as caught:  # when the params are made, or when submitted
+        engine.submit(store.get(MODELS["one"]), prompt, SamplingParams(**request))
     assert message in str(caught.value)
     assert engine.active_streams() == 0
     engine.shutdown(0)
@@ -211,19 +222,19 @@ def test_bad_values_are_refused_naming_the_value(store, change, message):
 def test_shutdown_ends_running_streams_with_reason_shutdown_and_refuses_new_ones(store):
     engine = Engine(max_length=10**7)
     model = store.get(MODELS["one"])
-    stream = engine.submit(model, SHORT, 10**7, 0.5, seed=1)
+    stream = engine.submit(model, SHORT, SamplingParams(10**7, 0.5, seed=1))
     first = next(iter(stream))
     engine.shutdown(timeout=0.2)
     rest = "".join(stream)
     assert stream.stop_reason == engine_module.SHUTDOWN
     assert 0 < len(first + rest) == stream.produced < 10**7
     with pytest.raises(ShuttingDown):
-        engine.submit(model, SHORT, 10, 0.5)
+        engine.submit(model, SHORT, SamplingParams(10, 0.5))
 
 
 def test_shutdown_lets_streams_that_finish_in_time_finish(store):
     engine = Engine()
-    stream = engine.submit(store.get(MODELS["one"]), SHORT, 300, 0.5, seed=1)
+    stream = engine.submit(store.get(MODELS["one"]), SHORT, SamplingParams(300, 0.5, seed=1))
     threading.Thread(target=engine.shutdown, args=(10.0,)).start()
     assert len("".join(stream)) == 300 and stream.stop_reason == engine_module.LENGTH
 
@@ -264,12 +275,14 @@ def test_store_refuses_bad_names_before_building_a_path(store, name):
 def test_a_joining_stream_gets_its_first_text_without_waiting_for_the_step_in_progress(store, aside):
     model = store.get(MODELS["two"])
     # One long step (4,000 characters at once) runs while a second stream joins.
-    engine = Engine(chunk=4000, first_chunk=2, admit_aside=aside, xla=False)
+    engine = Engine(chunk=4000, first_chunk=2, xla=False)
+    if not aside:
+        admitting_between_steps(engine)
     try:
-        running = engine.submit(model, SHORT, 8000, 0.5, seed=1)
+        running = engine.submit(model, SHORT, SamplingParams(8000, 0.5, seed=1))
         chunks = iter(running)
         assert len(next(chunks)) == 2  # admitted; its 4,000-character step now runs
-        joiner = engine.submit(model, LONG, 10, 0.5, seed=2)
+        joiner = engine.submit(model, LONG, SamplingParams(10, 0.5, seed=2))
         first = next(iter(joiner))
         in_step = running.produced == 2  # the running stream's step had not ended yet
         assert len(first) == 2
@@ -314,7 +327,7 @@ def test_64_streams_with_one_prompt_read_it_once_and_each_gets_its_own_text(stor
     engine = Engine(xla=False)
     try:
         reads = counting_starts(engine, model)
-        streams = [engine.submit(model, EXACT, 60, 1.0, seed) for seed in range(64)]
+        streams = [engine.submit(model, EXACT, SamplingParams(60, 1.0, seed)) for seed in range(64)]
         texts = run_threads(lambda s: "".join(s), [(s,) for s in streams])
         assert sum(reads) == 1
         assert texts[7] == reference_generate(model, EXACT, 60, 1.0, seed=7)
@@ -325,19 +338,21 @@ def test_64_streams_with_one_prompt_read_it_once_and_each_gets_its_own_text(stor
 
 
 def test_without_the_prompt_cache_every_prompt_is_read():
-    assert Engine.fixed_steps().prompt_cache_bytes == 0
+    assert BaselineEngine().prompt_cache_bytes == 0
 
 
 def test_the_prompt_cache_drops_the_least_recently_used_rows_past_its_bytes():
     row = {"state": tf.zeros([1, 4, 8]), "phase": tf.zeros([1], tf.int32), "probs": tf.zeros([1, 6])}
     size = (32 + 1 + 6) * 4
-    cache = engine_module._PromptStates(capacity=2 * size)
+    cache = PromptCache(capacity=2 * size)
     cache.put(b"a", row)
     cache.put(b"b", row)
     assert cache.get(b"a") is row  # a is now the most recently used
     cache.put(b"c", row)
     assert (cache.get(b"a"), cache.get(b"b"), cache.get(b"c")) == (row, None, row)
-    assert engine_module._PromptStates(capacity=size - 1).put(b"a", row) is row  # too big: not kept
+    assert len(cache) == 2
+    small = PromptCache(capacity=size - 1)
+    assert small.put(b"a", row) is row and small.get(b"a") is None  # too big: not kept
 
 
 def test_prompts_refused_before_any_read_leave_the_cache_alone(store):
@@ -346,8 +361,8 @@ def test_prompts_refused_before_any_read_leave_the_cache_alone(store):
     try:
         reads = counting_starts(engine, model)
         with pytest.raises(BadRequest):
-            engine.submit(model, LONG, 0, 0.5)
-        assert reads == [] and not engine._prompts_of(model)._rows
+            engine.submit(model, LONG, SamplingParams(0, 0.5))
+        assert reads == [] and len(engine._prompts_of(model)) == 0
     finally:
         engine.shutdown(0)
 
@@ -360,13 +375,13 @@ def test_a_burst_joins_as_one_batch_instead_of_stepping_the_first_stream_alone_b
         steps, advance = [], functions.advance
         functions.advance = lambda inputs, compiled=True: (
             steps.append((threading.current_thread().name[:6], inputs["uniforms"].shape[0])), advance(inputs, compiled))[1]
-        first = engine.submit(model, SHORT, 3000, 0.5, seed=1)
+        first = engine.submit(model, SHORT, SamplingParams(3000, 0.5, seed=1))
         chunks = iter(first)
         next(chunks)  # admitted and stepping alone
         rng = random.Random(3)
         prompts = ["".join(rng.choices(model.charset.chars, k=SAMPLE_LEN)) for _ in range(150)]  # a long start
         with engine._lock:  # the burst arrives at once: the admitter takes it as one group
-            burst = [engine.submit(model, prompt, 16, 0.5, seed=i) for i, prompt in enumerate(prompts)]
+            burst = [engine.submit(model, prompt, SamplingParams(16, 0.5, seed=i)) for i, prompt in enumerate(prompts)]
             since = len(steps)
         run_threads(lambda s: "".join(s), [(s,) for s in burst])
         first.cancel()

@@ -108,7 +108,7 @@ def test_generation_controls_work_through_the_sse_api(web_stack, tiny_model, grp
     texts = [data for name, data in events if name == "text"]
     assert all(len(data["logprobs"]) == len(data["text"]) for data in texts)
     assert text_of(events) == direct_text
-    # equal to float rounding: a later call may run the XLA program compiled meanwhile (server/engine.py)
+    # equal to float rounding: a later call may run the XLA program compiled meanwhile (server/programs.py)
     assert [lp for data in texts for lp in data["logprobs"]] == pytest.approx(direct.logprobs, rel=1e-5, abs=1e-6)
     assert all(lp <= 0 for lp in direct.logprobs) and len(direct.logprobs) == 150
     whole = web_stack.http.post("/api/v1/generate", json={"model": "tiny-web", "prompt": prompt, "length": 150,

@@ -119,7 +119,7 @@ def test_logprobs_come_in_openais_legacy_format(sdk, tiny_model, grpc_client):
     lp = done.choices[0].logprobs
     assert done.choices[0].text == text
     assert "".join(lp.tokens) == text and len(lp.token_logprobs) == len(text) == 120
-    # equal to float rounding: a later call may run the XLA program compiled meanwhile (server/engine.py)
+    # equal to float rounding: a later call may run the XLA program compiled meanwhile (server/programs.py)
     assert lp.token_logprobs == pytest.approx(direct.logprobs, rel=1e-5, abs=1e-6) and all(x <= 0 for x in lp.token_logprobs)
     assert lp.top_logprobs == [{t: x} for t, x in zip(lp.tokens, lp.token_logprobs)]
     assert lp.text_offset == list(range(len(prompt), len(prompt) + 120))

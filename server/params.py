@@ -1,0 +1,80 @@
+"""One request's generation controls, in one frozen object that checks itself when it is made.
+
+The entry points build a ``SamplingParams`` once (the gRPC service from a GenerateRequest) and the
+engine takes it whole, so a new control is added here and travels everywhere. What a value can be
+on its own is checked at birth; what depends on the server's limit or on the model (the length
+against ``max_length``, ``top_k`` against the charset, a control the bundle cannot do) is checked by
+the engine at submit, with ``check_limits`` and ``check_supported``: those rules live here too, but
+they need what only the engine knows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from server.errors import BadRequest, Unsupported, shown
+
+MAX_SEED = 2**64 - 1
+MAX_STOPS, MAX_STOP_CHARS = 4, 64
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """Generate ``length`` characters at ``temperature`` (0: greedy) from ``seed`` (None: the engine
+    draws one). ``top_k`` (0: off) and ``top_p`` (1: off) narrow each draw to the most likely
+    characters after temperature; the stream ends before the first of the ``stop`` strings it
+    generates; ``logprobs``: each chunk carries its characters' log-probabilities.
+
+    Raises BadRequest when made with a temperature, seed, top_p or stop strings out of range; the
+    values are kept as int, float, tuple of str and bool.
+    """
+
+    length: int
+    temperature: float
+    seed: int | None = None
+    top_k: int = 0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
+
+    def __post_init__(self):
+        stop = tuple(self.stop)
+        # Checked as given, so that a message echoes the value received; kept as plain types after.
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise BadRequest(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise BadRequest(f"seed must be between 0 and 2**64 - 1, got {self.seed}")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise BadRequest(f"top_p must be a number in (0, 1] (1 = off), got {self.top_p:.7g}")
+        if len(stop) > MAX_STOPS:
+            raise BadRequest(f"at most {MAX_STOPS} stop strings are allowed, got {len(stop)}")
+        for text in stop:
+            if not 1 <= len(text) <= MAX_STOP_CHARS:
+                raise BadRequest(f"a stop string must have 1 to {MAX_STOP_CHARS} characters, got {shown(text)} "
+                                 f"({len(text)} characters)")
+        plain = dict(length=int(self.length), temperature=float(self.temperature),
+                     seed=None if self.seed is None else int(self.seed), top_k=int(self.top_k),
+                     top_p=float(self.top_p), stop=stop, logprobs=bool(self.logprobs))
+        for name, value in plain.items():
+            object.__setattr__(self, name, value)
+
+    def check_limits(self, max_length: int, charset_size: int) -> None:
+        """Raise BadRequest unless ``length`` is within the server's ``max_length`` and ``top_k``
+        within the model's ``charset_size`` characters."""
+        if not 1 <= self.length <= max_length:
+            raise BadRequest(f"length must be between 1 and {max_length} characters, got {self.length}")
+        if not 0 <= self.top_k <= charset_size:
+            raise BadRequest(f"top_k must be between 0 (off) and the model's {charset_size} characters, "
+                             f"got {self.top_k}")
+
+    def check_supported(self, model) -> None:
+        """Raise Unsupported when a control is on that ``model`` (a ServedModel) cannot do: its bundle
+        was exported before top_k, top_p and logprobs existed."""
+        asked = [name for name, on in (("top_k", self.top_k), ("top_p", self.top_p < 1.0),
+                                       ("logprobs", self.logprobs)) if on]
+        if asked and not model.controls:
+            raise Unsupported(
+                f"model {model.name!r} version {model.version} was exported before {', '.join(asked)} existed "
+                "and cannot do it; it serves temperature, seed and stop only. Retrain or continue training it "
+                "to get a version that can"
+            )

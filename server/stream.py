@@ -1,0 +1,157 @@
+"""One generation as its consumer sees it: a queue of text chunks, and how it ended.
+
+The batch hands a stream its sampled ids (``_add``); the stream decodes them, holds back what may be
+the start of a stop string, and queues the text for its consumer, at least every ``chunk``
+characters or FLUSH_SECONDS. A stream's uniforms come from its own seed, one per generated
+character and in order, so a seeded stream gets the same text whatever else shares its batch and
+however the steps split it.
+"""
+from __future__ import annotations
+
+import queue
+import time
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from server.errors import DecodeFailed
+from server.params import SamplingParams
+from server.store import ServedModel
+from textgen.sampling import Uniforms
+
+FLUSH_SECONDS = 1.0  # hand a stream what it has after this long, even when less than a chunk (a
+# slow batch): more often would mean many small messages, which cost the whole server CPU
+
+LENGTH = "length"  # produced every character asked for
+STOP = "stop"  # generated one of the request's stop strings (not delivered)
+SHUTDOWN = "shutdown"  # the engine was shut down first
+CANCELLED = "cancelled"  # the consumer gave up (client cancelled, deadline passed)
+FAILED = "failed"  # the model raised while decoding
+
+_END = object()  # closes a stream's queue
+
+
+class Chunk(NamedTuple):
+    """The next text of a stream, and the natural-log probability under the model of each of its
+    characters (empty unless the request asked for them)."""
+
+    text: str
+    logprobs: tuple = ()
+
+
+class Stream:
+    """One generation of ``params`` (its seed drawn) after ``prompt`` (as used: the request's, or the
+    seed slice chosen for an empty one) on ``model``; ``prompt_ids``: the window the model reads.
+    Text is handed on every ``chunk`` characters; ``end(stream, reason)`` is the engine's: the stream
+    calls it when it is done (LENGTH, STOP) or cancelled, and the engine sets ``stop_reason`` (the
+    first reason wins), frees its slot and ``_close``s it.
+
+    Iterate it for the text (or ``chunks()`` for text and log-probabilities); afterwards
+    ``stop_reason`` and ``produced`` say how it ended. ``cancel()`` (from any thread) ends it and
+    frees its slot."""
+
+    def __init__(self, model: ServedModel, prompt: str, prompt_ids: np.ndarray, params: SamplingParams,
+                 chunk: int, end: Callable[["Stream", str], None]):
+        self.model = model
+        self.prompt = prompt
+        self.params = params
+        self.generated = 0  # characters sampled
+        self.produced = 0  # characters handed to the consumer
+        self.stop_reason: str | None = None
+        self._chunk = chunk
+        self._on_end = end
+        self._window = prompt_ids  # int32 [<= sample_len]: the part of the prompt the model sees
+        self._uniforms = Uniforms(params.seed)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._ids: list[np.ndarray] = []  # sampled, not yet decoded
+        self._logprobs: list[np.ndarray] = []
+        self._held = ""  # decoded, not yet delivered: may be the start of a stop string
+        self._held_logprobs: list[float] = []
+        self._flushed_at = None  # when text was last handed on (None: never)
+
+    @property
+    def seed(self) -> int:
+        """The seed the stream's uniforms come from (the request's, or the one drawn for it)."""
+        return self.params.seed
+
+    @property
+    def remaining(self) -> int:
+        """Characters still to sample."""
+        return self.params.length - self.generated
+
+    def __iter__(self):
+        """Text chunks until the stream ends; chunks that piled up are joined into one.
+
+        Raises DecodeFailed when the model failed."""
+        for chunk in self.chunks():
+            yield chunk.text
+
+    def chunks(self):
+        """``Chunk``s (text and log-probabilities) until the stream ends; those that piled up are
+        joined into one. Raises DecodeFailed when the model failed."""
+        while True:
+            parts, item = [], self._queue.get()
+            while item is not _END:
+                parts.append(item)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if parts:
+                yield Chunk("".join(p.text for p in parts), tuple(lp for p in parts for lp in p.logprobs))
+            if item is _END:
+                if self.stop_reason == FAILED:
+                    raise DecodeFailed(
+                        f"model {self.model.name!r} version {self.model.version} failed while generating; "
+                        "the server log has the details"
+                    )
+                return
+
+    def cancel(self) -> None:
+        """End the stream now (no-op once it has ended); the engine drops its row by the next step."""
+        self._on_end(self, CANCELLED)
+
+    # -- called by the engine and its batch ---------------------------------------------------------
+    def _close(self) -> None:
+        """End the consumer's iteration once it has what was queued (the engine set ``stop_reason``)."""
+        self._queue.put(_END)
+
+    def _add(self, ids: np.ndarray, logprobs: np.ndarray | None) -> None:
+        """Take the next sampled ids (and their log-probabilities); hand text on when it is due."""
+        self.generated += len(ids)
+        self._ids.append(ids)
+        if logprobs is not None and self.params.logprobs:
+            self._logprobs.append(logprobs)
+        now = time.monotonic()
+        pending = sum(len(part) for part in self._ids) + len(self._held)
+        if (self.remaining == 0 or self._flushed_at is None or pending >= self._chunk
+                or now - self._flushed_at >= FLUSH_SECONDS or self.params.stop):
+            self._flush(now)
+
+    def _flush(self, now: float) -> None:
+        stops = self.params.stop
+        text = self._held + self.model.decode(np.concatenate(self._ids))
+        logprobs = self._held_logprobs + [float(x) for part in self._logprobs for x in part]
+        self._ids, self._logprobs = [], []
+        stopped = self._find_stop(text)
+        if stopped is not None:
+            text, logprobs, keep = text[:stopped], logprobs[:stopped], 0
+        elif self.remaining == 0 or not stops:
+            keep = 0
+        else:  # the tail may be the start of a stop string that the next characters complete
+            keep = min(len(text), max(map(len, stops)) - 1)
+        cut = len(text) - keep
+        self._held, self._held_logprobs = text[cut:], logprobs[cut:] if self.params.logprobs else []
+        if cut:
+            self.produced += cut
+            self._flushed_at = now
+            self._queue.put(Chunk(text[:cut], tuple(logprobs[:cut])))
+        if stopped is not None:
+            self._on_end(self, STOP)
+        elif self.remaining == 0:
+            self._on_end(self, LENGTH)
+
+    def _find_stop(self, text: str) -> int | None:
+        """Where the first stop string starts in ``text`` (None: none does)."""
+        found = [i for i in (text.find(s) for s in self.params.stop) if i >= 0]
+        return min(found) if found else None
