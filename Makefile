@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 proto: install
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/textgen/v1/textgen.proto
 
+# Test modules run in parallel, one module to a worker (tests/parallel.py); TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # docker-compose.yml in a real Docker engine (installed and started here if the machine has none), as root.
 test-compose: install

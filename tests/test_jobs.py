@@ -105,6 +105,16 @@ def wait_for_model(stack, name: str, version: int) -> None:
     raise AssertionError(f"model {name} version {version} never appeared in ListModels")
 
 
+def wait_worker_idle(stack) -> None:
+    """Until the stack's worker has registered with RQ and waits on the queue."""
+    redis = stack.redis.client()
+    deadline = time.monotonic() + EVENT_TIMEOUT_S
+    while not any(redis.hget(key, "state") == b"idle" for key in redis.keys("rq:worker:*")):
+        assert stack.worker.poll() is None, f"the worker exited; see {stack.root}/worker-{stack.worker_count}.log"
+        assert time.monotonic() < deadline, f"the worker was not idle after {EVENT_TIMEOUT_S} s"
+        time.sleep(0.05)
+
+
 def redis_events(stack, job_id: str) -> list[dict]:
     from textgen import jobs as record
 
@@ -114,7 +124,7 @@ def redis_events(stack, job_id: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def first_job(stack):
     """A tiny job on the built-in tfjs-code corpus, submitted to an idle worker and watched to its end."""
-    time.sleep(1)  # the worker is up and idle (its start-up is not what we measure)
+    wait_worker_idle(stack)  # its start-up is not what we measure
     began = time.time()
     job = stack.client.submit_train(corpus="tfjs-code", options=TINY, model_name="tiny-code")
     submitted = time.time() - began

@@ -144,6 +144,13 @@ def text():
     return corpus_text("tinyshakespeare", 40_000)
 
 
+@pytest.fixture(scope="module")
+def tiny_lstm8(text):
+    """One LSTM(8) trained for an epoch of TINY: the model the save, publish and failure tests below use
+    (none of them changes it)."""
+    return train(text, TrainConfig(lstm_layer_sizes=(8,), **TINY))
+
+
 def test_a_few_epochs_lower_the_validation_loss(text):
     events = []
     config = TrainConfig(lstm_layer_sizes=(48,), sample_len=20, epochs=4, examples_per_epoch=1024,
@@ -189,8 +196,8 @@ def test_save_load_and_continue_round_trip_exactly(text, tmp_path):
     assert not np.array_equal(continued.model(ids).numpy(), loaded(ids).numpy())
 
 
-def test_continuing_on_text_with_new_characters_names_them(text, tmp_path):
-    result = train(text, TrainConfig(lstm_layer_sizes=(8,), **TINY))
+def test_continuing_on_text_with_new_characters_names_them(text, tiny_lstm8, tmp_path):
+    result = tiny_lstm8
     path = export.save_to_path(result.model, result.meta, tmp_path / "m")
     with pytest.raises(CharsetMismatch, match=r"'~' \(U\+007E\)"):
         train(text + "~~", TrainConfig(**TINY), init_from=path)
@@ -216,8 +223,8 @@ def test_checkpoints_resume_after_the_last_epoch(text, tmp_path):
     assert second.meta["epochs"] == 3 and not second.stopped
 
 
-def test_publish_numbers_versions_and_leaves_no_temporary_directory(text, tmp_path):
-    result = train(text, TrainConfig(lstm_layer_sizes=(8,), **TINY))
+def test_publish_numbers_versions_and_leaves_no_temporary_directory(tiny_lstm8, tmp_path):
+    result = tiny_lstm8
     assert export.publish(result.model, result.meta, tmp_path, "shake")[1] == 1
     assert export.publish(result.model, result.meta, tmp_path, "shake")[1] == 2
     assert sorted(p.name for p in (tmp_path / "shake").iterdir()) == [".last-version", "1", "2"]
@@ -227,8 +234,8 @@ def test_publish_numbers_versions_and_leaves_no_temporary_directory(text, tmp_pa
     assert export.publish(result.model, result.meta, tmp_path, "shake")[1] == 3
 
 
-def test_an_interrupted_save_leaves_no_bundle_behind(text, tmp_path):
-    result = train(text, TrainConfig(lstm_layer_sizes=(8,), **TINY))
+def test_an_interrupted_save_leaves_no_bundle_behind(tiny_lstm8, tmp_path):
+    result = tiny_lstm8
     model = result.model
 
     def explode(*_args, **_kwargs):
@@ -279,8 +286,8 @@ def test_parameter_count_is_keras_count():
     assert parameter_count(10, (16, 8)) == build_model(10, (16, 8)).count_params()
 
 
-def test_a_full_disk_or_read_only_volume_is_a_bundle_error_naming_the_folder(text, tmp_path):
-    result = train(text, TrainConfig(lstm_layer_sizes=(8,), **TINY))
+def test_a_full_disk_or_read_only_volume_is_a_bundle_error_naming_the_folder(tiny_lstm8, tmp_path):
+    result = tiny_lstm8
     blocked = tmp_path / "models"
     blocked.write_text("a file where the models folder should be")
     with pytest.raises(bundle.BundleError, match=r"cannot write the model bundle in .*models/m"):
