@@ -10,6 +10,7 @@ Until a shape is ready the step runs the bundle's own graph function, which comp
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -59,8 +60,17 @@ class Compiler:
 
     def __init__(self):
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="xla-compile", daemon=True)
         self._thread.start()
+        # A compile still running when the interpreter finalizes aborts the process (its thread is
+        # unwound through TensorFlow's C++ frames): at exit, let the one in progress end, skip the rest.
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._jobs.put(None)
+        self._thread.join()
 
     def submit(self, job) -> None:
         """Run ``job()`` (no arguments) on the compile thread, after the jobs before it."""
@@ -69,6 +79,8 @@ class Compiler:
     def _run(self) -> None:
         while True:
             job = self._jobs.get()
+            if job is None or self._stopping.is_set():
+                return
             try:
                 job()
             except Exception:  # the graph function keeps serving that shape

@@ -61,12 +61,12 @@ def run(engine, model, prompt, length, temperature, seed, **controls):
 # -- the sampling rule -----------------------------------------------------------------------------
 
 def test_top_k_and_top_p_draw_only_from_the_most_likely_characters():
-    probs = tf.constant([[0.05, 0.5, 0.1, 0.3, 0.05]] * 4)
+    probs = tf.constant([[0.05, 0.5, 0.1, 0.3, 0.05]] * 400)  # one row a draw: 400 draws in one call
     uniforms = tf.constant(np.linspace(0.0, 0.999, 400, dtype=np.float32))
 
     def drawn(top_k, top_p, temperature=1.0):
-        ids = [sample_ids(probs[:1], [temperature], uniforms[i:i + 1], [top_k], [top_p]).numpy()[0] for i in range(400)]
-        return set(ids)
+        ids = sample_ids(probs, [temperature] * 400, uniforms, [top_k] * 400, [top_p] * 400).numpy()
+        return set(ids.tolist())
 
     assert drawn(0, 1.0) == {0, 1, 2, 3, 4}
     assert drawn(2, 1.0) == {1, 3}
