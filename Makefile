@@ -30,8 +30,13 @@ test: install
 test-compose: install
 	./tests/compose/run.sh
 
-bench: install
+# The benches also need matplotlib (the training bench's plot): the `bench` extra, installed once.
+bench: install $(VENV)/.bench-installed
 	$(PY) -m bench
+
+$(VENV)/.bench-installed: pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
 
 demo: install
 	./deploy/local/demo.sh

@@ -564,7 +564,11 @@ def quality_report(out: dict) -> list[str]:
 
 
 def plot(out: dict, path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the `bench` extra; `make bench` installs it
+        log(f"matplotlib is not installed (pip install -e '.[bench]'): {path.name} not drawn")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

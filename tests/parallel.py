@@ -14,23 +14,23 @@ WEB = "tests/web"
 # The heaviest units, heaviest first: seconds each took in `make test` on a quiet 2-core machine (two
 # workers). A unit not named here runs after these, in collection order.
 HEAVIEST_FIRST = [
-    "tests/reliability/test_bad_input.py",  # ~110 s: 1000 generated requests per RPC
-    WEB,  # ~70 s: a four-process stack, a browser, three training jobs
-    "tests/test_jobs.py",  # ~65 s
-    "tests/reliability/test_faults.py",  # ~55 s
-    "tests/test_recipes.py",  # ~50 s
+    "tests/reliability/test_bad_input.py",  # ~70 s: 1000 generated requests per RPC
+    "tests/test_jobs.py",  # ~60 s
+    WEB,  # ~60 s: a four-process stack, a browser, three training jobs
+    "tests/test_worker_shutdown.py",  # ~55 s
+    "tests/test_trainer.py",  # ~50 s
     "tests/test_core.py",  # ~45 s
-    "tests/test_worker_shutdown.py",  # ~45 s
+    "tests/reliability/test_faults.py",  # ~40 s
+    "tests/test_stack.py",  # ~40 s
     "tests/reliability/test_load.py",  # ~40 s: 256 streams for 28 s
     "tests/test_trainer_cli.py",  # ~35 s
     "tests/test_server_grpc.py",  # ~35 s
-    "tests/test_trainer.py",  # ~30 s
+    "tests/test_recipes.py",  # ~35 s
     "tests/test_server_engine.py",  # ~25 s
-    "tests/test_controls.py",  # ~25 s
-    "tests/test_stack.py",  # ~25 s
-    "tests/test_metrics.py",  # ~20 s
     "tests/reliability/test_publish_crash.py",  # ~20 s
-    "tests/test_score.py",  # ~10 s
+    "tests/test_controls.py",  # ~20 s
+    "tests/test_score.py",  # ~15 s
+    "tests/test_metrics.py",  # ~15 s
 ]
 
 

@@ -27,7 +27,13 @@ def copy_models(trained_bundles, data_dir: Path) -> Path:
 
 @contextlib.contextmanager
 def running_server(data_dir: Path, **settings):
-    """A started server on 127.0.0.1 (a free port) serving ``data_dir/models``; stopped on exit."""
+    """A started server on 127.0.0.1 (a free port) serving ``data_dir/models``; stopped on exit.
+
+    Modules whose subject is not decoding (bad input, jobs, faults, security, scoring, metrics) pass
+    ``xla=False``: the bundle's graph functions compute the same text, and compiling XLA programs in the
+    background cost those modules about a fifth of their CPU. The XLA path is tested end to end where
+    decoding is the subject: test_server_engine, test_server_grpc, test_controls, test_load, and the
+    `python -m server` processes of test_core, test_stack and tests/web."""
     settings.setdefault("metrics_addr", None)  # no /metrics unless the test asks for one
     server = build_server(Settings(addr="127.0.0.1:0", data_dir=Path(data_dir), **settings)).start()
     try:

@@ -51,7 +51,7 @@ class Stack:
         from server.config import Settings
 
         self.server = build_server(Settings(addr="127.0.0.1:0", data_dir=self.data_dir, reload_seconds=reload_seconds,
-                                             redis_url=self.redis.url, max_upload_bytes=2_000_000)).start()
+                                             redis_url=self.redis.url, max_upload_bytes=2_000_000, xla=False)).start()
         self.address = f"127.0.0.1:{self.server.port}"
         self.client = Client(server=self.address)
 
@@ -419,7 +419,7 @@ def test_without_redis_generation_works_and_training_is_unavailable(stack, first
     port = free_port()  # nothing listens there: Redis is down
     url = f"redis://:s3cret-password@127.0.0.1:{port}/0"
     server = build_server(Settings(addr="127.0.0.1:0", data_dir=stack.data_dir, reload_seconds=0.2,
-                                   redis_url=url)).start()
+                                   redis_url=url, xla=False)).start()
     try:
         client = Client(server=f"127.0.0.1:{server.port}")
         text = client.generate("tiny-code", prompt="var ", length=30, temperature=0, seed=1).text
@@ -586,7 +586,7 @@ def test_the_client_sends_its_token(stack, first_job, tmp_path):
     tokens = tmp_path / "tokens"
     tokens.write_text("sesame\n")
     server = build_server(Settings(addr="127.0.0.1:0", data_dir=stack.data_dir, tokens_file=tokens,
-                                   redis_url=stack.redis.url)).start()
+                                   redis_url=stack.redis.url, xla=False)).start()
     try:
         address = f"127.0.0.1:{server.port}"
         with Client(server=address, token="sesame") as client:

@@ -54,7 +54,7 @@ def requests(samples: dict, method: str, code: str) -> float:
 def server(trained_bundles, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("metrics")
     copy_models(trained_bundles, data_dir)
-    with running_server(data_dir, metrics_addr=("127.0.0.1", 0)) as server:
+    with running_server(data_dir, metrics_addr=("127.0.0.1", 0), xla=False) as server:
         yield server
 
 

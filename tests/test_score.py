@@ -71,7 +71,7 @@ def data_dir(trained_bundles, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(data_dir):
-    with running_server(data_dir, max_score_chars=MAX_SCORE_CHARS) as server:
+    with running_server(data_dir, max_score_chars=MAX_SCORE_CHARS, xla=False) as server:
         yield server
 
 

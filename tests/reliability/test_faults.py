@@ -44,7 +44,7 @@ class Stack:
         self.workers.start()
         self.workers.supervise()  # a worker that exits is started again, as under Docker Compose
         self.server = build_server(Settings(addr="127.0.0.1:0", data_dir=self.data_dir, reload_seconds=0.2,
-                                            redis_url=self.redis.url)).start()
+                                            redis_url=self.redis.url, xla=False)).start()
         self.client = Client(server=f"127.0.0.1:{self.server.port}")
 
     @property

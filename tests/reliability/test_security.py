@@ -61,7 +61,7 @@ class Secure:
         self.workers = Workers(root, self.env)
         self.workers.start()
         self.server = build_server(Settings(addr="127.0.0.1:0", data_dir=self.data_dir, tokens_file=tokens,
-                                            reload_seconds=600, redis_url=self.redis.url)).start()
+                                            reload_seconds=600, redis_url=self.redis.url, xla=False)).start()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.server.port}")
         self.textgen = textgen_pb2_grpc.TextGenStub(self.channel)
         self.training = textgen_pb2_grpc.TrainingStub(self.channel)
