@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,11 @@ from textgen.v1 import textgen_pb2_grpc
 DEFAULT_SERVER = "127.0.0.1:50051"
 UNARY_TIMEOUT_S = 60.0
 UPLOAD_CHUNK_BYTES = 1 << 20  # under the server's 4 MiB message limit
+MAX_RESUMES = 3  # a stream whose server went away continues on another this many times at most
+RESUME_WAIT_S = 10.0  # how long a resume waits for the channel to reach a server
+# Calls spread over every address the server name resolves to (replicas behind a headless service,
+# or "ipv4:host:port,host:port"); with one address this is the same as gRPC's default.
+CHANNEL_OPTIONS = [("grpc.lb_policy_name", "round_robin")]
 TRAIN_OPTIONS = schema.NAMES  # as the proto's TrainOptions declares them
 # How gRPC itself words a server it could not reach (a server's own UNAVAILABLE says something else).
 _CONNECT_FAILURES = ("failed to connect", "dns resolution failed", "connections to all backends failing",
@@ -66,9 +72,10 @@ class Client:
             except OSError as exc:
                 raise TextgenError("INVALID_ARGUMENT", f"cannot read the CA certificate {ca} "
                                                        f"(TEXTGEN_CA_CERT): {exc.strerror}") from None
-            self._channel = grpc.secure_channel(self.server, grpc.ssl_channel_credentials(root_certificates=root))
+            self._channel = grpc.secure_channel(self.server, grpc.ssl_channel_credentials(root_certificates=root),
+                                                options=CHANNEL_OPTIONS)
         else:
-            self._channel = grpc.insecure_channel(self.server)
+            self._channel = grpc.insecure_channel(self.server, options=CHANNEL_OPTIONS)
         self._textgen = textgen_pb2_grpc.TextGenStub(self._channel)
         self._training = textgen_pb2_grpc.TrainingStub(self._channel)
 
@@ -105,7 +112,7 @@ class Client:
         request = _message(pb.GenerateRequest, model=model, version=version, prompt=prompt, length=length,
                            temperature=temperature, seed=seed, top_k=top_k, top_p=top_p, stop=list(stop),
                            logprobs=logprobs)
-        return Generation(self._textgen.Generate(request, metadata=self._metadata), self)
+        return Generation(request, self)
 
     def score(self, model: str, text: str, version: int = 0, per_character: bool = False) -> pb.ScoreResponse:
         """``text``'s log-likelihood under ``model``: ``log_likelihood`` (nats), ``bits_per_char``,
@@ -217,29 +224,77 @@ def _message(message_class, **fields):
 
 class Generation:
     """Text chunks of one Generate stream; ``start``, ``end`` and ``logprobs`` (when asked for: one
-    per character received) are set as they arrive."""
+    per character received) are set as they arrive.
 
-    def __init__(self, responses, client: Client):
-        self._responses, self._client = responses, client
+    A stream whose server goes away (UNAVAILABLE, or a drain that ended it with STOP_REASON_SHUTDOWN)
+    continues on another server, up to MAX_RESUMES times: the same request with ``resume_offset`` (the
+    characters received), so the text is exactly the one an unbroken stream would have sent, no
+    character repeated or lost. ``resumes`` counts them; ``start`` stays the first stream's and
+    ``end.characters`` counts every character received."""
+
+    def __init__(self, request: pb.GenerateRequest, client: Client):
+        self._request, self._client = request, client
+        self._responses = client._textgen.Generate(request, metadata=client._metadata)
+        self._received: list[str] = []
+        self._count = 0  # characters received, all streams
+        self.resumes = 0
         self.start: pb.StreamStart | None = None
         self.end: pb.StreamEnd | None = None
         self.logprobs: list[float] = []
 
     def __iter__(self) -> Iterator[str]:
         try:
-            for response in self._responses:
-                if response.HasField("start"):
-                    self.start = response.start
-                self.logprobs.extend(response.logprobs)
-                if response.text:
-                    yield response.text
-                if response.HasField("end"):
-                    self.end = response.end
+            while True:
+                try:
+                    for response in self._responses:
+                        if response.HasField("start") and self.start is None:
+                            self.start = response.start
+                        self.logprobs.extend(response.logprobs)
+                        if response.text:
+                            self._received.append(response.text)
+                            self._count += len(response.text)
+                            yield response.text
+                        if response.HasField("end"):
+                            self.end = pb.StreamEnd(reason=response.end.reason, characters=self._count)
+                    if not self._resumable(None):
+                        return
+                except grpc.RpcError as exc:
+                    if not self._resumable(exc):
+                        raise
+                self._resume()
         except grpc.RpcError as exc:
             raise self._client._error(exc) from None
         finally:
             if self.end is None:  # the caller stopped early: free the server's stream slot now
                 self._responses.cancel()
+
+    def _resumable(self, exc: grpc.RpcError | None) -> bool:
+        """Whether the stream broke with characters still to come, and may continue elsewhere: its
+        call failed with UNAVAILABLE, or it ended because its server was shutting down."""
+        if self.resumes >= MAX_RESUMES:
+            return False
+        if exc is not None:
+            return exc.code() == grpc.StatusCode.UNAVAILABLE if hasattr(exc, "code") else False
+        return (self.end is not None and self.end.reason == pb.STOP_REASON_SHUTDOWN
+                and self._request.resume_offset + self._count < self._request.length)
+
+    def _resume(self) -> None:
+        """Continue on whichever server the channel reaches next (nothing received: the same request)."""
+        self.resumes += 1
+        self.end = None
+        time.sleep(0.1 * 2 ** (self.resumes - 1))  # 0.1, 0.2, 0.4 s: a drained server's port may still be open
+        request = pb.GenerateRequest()
+        request.CopyFrom(self._request)
+        if self.start is not None:
+            received = "".join(self._received)
+            self._received = [received]
+            request.prompt, request.seed, request.version = self.start.prompt + received, self.start.seed, self.start.version
+            request.resume_offset = self._request.resume_offset + len(received)
+        try:
+            grpc.channel_ready_future(self._client._channel).result(timeout=RESUME_WAIT_S)
+        except grpc.FutureTimeoutError:
+            pass  # the call below fails as UNAVAILABLE, and says so
+        self._responses = self._client._textgen.Generate(request, metadata=self._client._metadata)
 
     @property
     def text(self) -> str:

@@ -79,7 +79,7 @@ class Engine:
         the model's bundle cannot do), TooManyStreams or ShuttingDown.
         """
         params.check_limits(self.max_length, len(model.charset))
-        self._check_prompt(model, prompt)
+        self._check_prompt(model, prompt, params.resume_offset)
         params.check_supported(model)
         if params.seed is None:
             params = dataclasses.replace(params, seed=secrets.randbits(63))
@@ -127,11 +127,17 @@ class Engine:
             thread.join(timeout=5.0)
 
     # -- internals --------------------------------------------------------------------------------
-    def _check_prompt(self, model: ServedModel, prompt: str) -> None:
-        """Raise BadRequest unless ``prompt`` is within ``max_prompt`` and in ``model``'s charset."""
-        if len(prompt) > self.max_prompt:
+    def _check_prompt(self, model: ServedModel, prompt: str, resumed: int = 0) -> None:
+        """Raise BadRequest unless ``prompt`` is within ``max_prompt`` (plus the ``resumed`` characters
+        a resumed stream's prompt ends with) and in ``model``'s charset."""
+        if len(prompt) < resumed:
             raise BadRequest(
-                f"the prompt has {len(prompt)} characters, at most {self.max_prompt} are allowed "
+                f"resume_offset is {resumed} but the prompt has {len(prompt)} characters: a resumed stream's "
+                "prompt is the first prompt followed by the characters already received"
+            )
+        if len(prompt) > self.max_prompt + resumed:
+            raise BadRequest(
+                f"the prompt has {len(prompt) - resumed} characters, at most {self.max_prompt} are allowed "
                 f"(only the last {model.sample_len} affect the text)"
             )
         missing = model.charset.missing(prompt)

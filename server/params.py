@@ -23,7 +23,9 @@ class SamplingParams:
     """Generate ``length`` characters at ``temperature`` (0: greedy) from ``seed`` (None: the engine
     draws one). ``top_k`` (0: off) and ``top_p`` (1: off) narrow each draw to the most likely
     characters after temperature; the stream ends before the first of the ``stop`` strings it
-    generates; ``logprobs``: each chunk carries its characters' log-probabilities.
+    generates; ``logprobs``: each chunk carries its characters' log-probabilities. ``resume_offset``
+    (0: a new stream) continues a stream of these params that delivered that many characters (the
+    prompt then ends with them): the text from there on is the same, character for character.
 
     Raises BadRequest when made with a temperature, seed, top_p or stop strings out of range; the
     values are kept as int, float, tuple of str and bool.
@@ -36,6 +38,7 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     logprobs: bool = False
+    resume_offset: int = 0
 
     def __post_init__(self):
         stop = tuple(self.stop)
@@ -52,9 +55,15 @@ class SamplingParams:
             if not 1 <= len(text) <= MAX_STOP_CHARS:
                 raise BadRequest(f"a stop string must have 1 to {MAX_STOP_CHARS} characters, got {shown(text)} "
                                  f"({len(text)} characters)")
+        if self.resume_offset < 0:
+            raise BadRequest(f"resume_offset must be >= 0 (0 = a new stream), got {self.resume_offset}")
+        if self.resume_offset and self.seed is None:
+            raise BadRequest(f"resume_offset {self.resume_offset} needs the seed of the stream it continues "
+                             "(its StreamStart.seed); without it the text would differ")
         plain = dict(length=int(self.length), temperature=float(self.temperature),
                      seed=None if self.seed is None else int(self.seed), top_k=int(self.top_k),
-                     top_p=float(self.top_p), stop=stop, logprobs=bool(self.logprobs))
+                     top_p=float(self.top_p), stop=stop, logprobs=bool(self.logprobs),
+                     resume_offset=int(self.resume_offset))
         for name, value in plain.items():
             object.__setattr__(self, name, value)
 
@@ -63,6 +72,9 @@ class SamplingParams:
         within the model's ``charset_size`` characters."""
         if not 1 <= self.length <= max_length:
             raise BadRequest(f"length must be between 1 and {max_length} characters, got {self.length}")
+        if self.resume_offset >= self.length:
+            raise BadRequest(f"resume_offset must be less than length ({self.length}): a stream that delivered "
+                             f"{self.resume_offset} characters has nothing left to continue")
         if not 0 <= self.top_k <= charset_size:
             raise BadRequest(f"top_k must be between 0 (off) and the model's {charset_size} characters, "
                              f"got {self.top_k}")

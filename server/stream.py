@@ -55,13 +55,13 @@ class Stream:
         self.model = model
         self.prompt = prompt
         self.params = params
-        self.generated = 0  # characters sampled
-        self.produced = 0  # characters handed to the consumer
+        self.generated = params.resume_offset  # characters sampled (a resumed stream starts where it broke)
+        self.produced = 0  # characters handed to the consumer by this stream
         self.stop_reason: str | None = None
         self._chunk = chunk
         self._on_end = end
         self._window = prompt_ids  # int32 [<= sample_len]: the part of the prompt the model sees
-        self._uniforms = Uniforms(params.seed)
+        self._uniforms = Uniforms(params.seed, skip=params.resume_offset)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._ids: list[np.ndarray] = []  # sampled, not yet decoded
         self._logprobs: list[np.ndarray] = []

@@ -63,6 +63,16 @@ def trained_bundles(tmp_path_factory, shakespeare_text):
 
 # ---- running in parallel (tests/parallel.py) ---------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def stub(server):
+    """A TextGen stub on the module's ``server`` fixture (a started TextGenServer)."""
+    from tests.server_helpers import connect
+
+    channel, stub = connect(server)
+    yield stub
+    channel.close()
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker collects the same, so sorts the same
         from tests.parallel import heaviest_first

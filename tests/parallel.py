@@ -24,11 +24,13 @@ HEAVIEST_FIRST = [
     "tests/test_stack.py",  # ~40 s
     "tests/reliability/test_load.py",  # ~40 s: 256 streams for 28 s
     "tests/test_trainer_cli.py",  # ~35 s
+    "tests/test_resume.py",  # ~35 s: two server processes, one SIGKILLed
     "tests/test_server_grpc.py",  # ~35 s
     "tests/test_recipes.py",  # ~35 s
     "tests/test_server_engine.py",  # ~25 s
     "tests/reliability/test_publish_crash.py",  # ~20 s
     "tests/test_controls.py",  # ~20 s
+    "tests/test_replicas.py",  # ~20 s
     "tests/test_score.py",  # ~15 s
     "tests/test_metrics.py",  # ~15 s
 ]

@@ -23,7 +23,7 @@ from server.store import ModelStore
 from textgen.sampling import sample_ids
 from textgen.v1 import textgen_pb2 as pb
 
-from .server_helpers import MODELS, connect, copy_models, generate, run_threads, running_server
+from .server_helpers import MODELS, copy_models, generate, run_threads, running_server
 
 REPO = Path(__file__).resolve().parents[1]
 OLD_BUNDLE = REPO / "tests" / "fixtures" / "bundle-v1"  # exported before the controls
@@ -190,13 +190,6 @@ def test_an_old_bundle_refuses_the_controls_it_cannot_do_naming_its_version(stor
 def server(data_dir):
     with running_server(data_dir, reload_seconds=60) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def stub(server):
-    channel, stub = connect(server)
-    yield stub
-    channel.close()
 
 
 def test_grpc_carries_the_controls_stop_reason_and_logprobs(store, stub):

@@ -62,11 +62,15 @@ class Uniforms:
     """The uniform numbers of one generation, drawn in order from its own seed.
 
     ``take(k)`` returns the next ``k`` as float32 ``[k]``; how the draws are split into chunks does
-    not change them (``take(3)`` then ``take(5)`` equals ``take(8)``).
+    not change them (``take(3)`` then ``take(5)`` equals ``take(8)``). ``skip``: start after that many
+    draws (``Uniforms(s, skip=3).take(5)`` equals ``Uniforms(s).take(8)[3:]``), in constant time: a
+    resumed stream continues with the uniforms of its character indices.
     """
 
-    def __init__(self, seed: int | None):
+    def __init__(self, seed: int | None, skip: int = 0):
         self._rng = np.random.default_rng(seed)
+        if skip:
+            self._rng.bit_generator.advance(skip)  # PCG64: one 64-bit draw per float64 from random()
 
     def take(self, k: int) -> np.ndarray:
         return self._rng.random(k).astype(np.float32)
