@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from server import metrics, training_service
 from server.auth import TokenAuth, read_tokens
 from server.config import Settings
-from server.engine import Engine
+from server.engine import Engine, SamplingParams
 from server.service import TextGenServicer
 from server.store import ModelStore
 from textgen import metrics as shared_metrics
@@ -68,6 +68,7 @@ class TextGenServer:
         self.services = served
         self.port = self._listen(settings)
         self.metrics_endpoint: shared_metrics.Endpoint | None = None  # serving once started
+        self.warmed: list[str] = []  # name:version of the models warm_up ran, once started
 
     def _listen(self, settings: Settings) -> int:
         try:
@@ -85,9 +86,12 @@ class TextGenServer:
         return port
 
     def start(self) -> "TextGenServer":
-        """Load the models, then take calls."""
+        """Load the models, then take calls; health says SERVING once the models are warm."""
         self.store.start()
+        for service in ["", *self.services]:
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.grpc_server.start()
+        self.warmed = warm_up(self.engine, self.store, self.settings.warm_models)
         for service in ["", *self.services]:
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self.metrics_endpoint = shared_metrics.serve(
@@ -193,6 +197,24 @@ class MalformedRequests(grpc.ServerInterceptor):
         return make(wrap(behavior), request_deserializer=None, response_serializer=handler.response_serializer)
 
 
+def warm_up(engine: Engine, store: ModelStore, models: int) -> list[str]:
+    """One short seeded stream on the latest version of the first ``models`` models, so that a
+    replica's first calls do not pay for the model's first steps (graph and kernel set-up) and its
+    XLA programs start compiling; a balancer sends it calls only after (health says SERVING then).
+    Returns the models warmed, as name:version; a model that fails here is left to fail its calls."""
+    warmed = []
+    for name, versions in store.list_models()[:models]:
+        model = versions[-1]
+        try:
+            for _ in engine.submit(model, "", SamplingParams(length=2 * engine.chunk, temperature=1.0, seed=0)):
+                pass
+        except Exception:  # noqa: BLE001  (a bundle without seed slices, a broken model: its calls say why)
+            log.warning("could not warm %s version %d", name, model.version, exc_info=True)
+            continue
+        warmed.append(f"{name}:{model.version}")
+    return warmed
+
+
 def build_server(settings: Settings) -> TextGenServer:
     """The server for ``settings``, bound to its address but not started."""
     return TextGenServer(settings)
@@ -202,7 +224,8 @@ def serve(settings: Settings | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     settings = settings or Settings.from_env()
     server = build_server(settings).start()
-    log.info("serving %s on port %d; models from %s", ", ".join(server.services), server.port, settings.models_dir)
+    log.info("serving %s on port %d; models from %s (warmed: %s)", ", ".join(server.services), server.port,
+             settings.models_dir, ", ".join(server.warmed) or "none")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

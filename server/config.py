@@ -16,6 +16,8 @@
 | TEXTGEN_XLA                | 1                | 1: compile the decode functions with XLA; 0: do not      |
 | TEXTGEN_PROMPT_CACHE_MB    | 32               | started state of recent prompts kept per model version;  |
 |                            |                  | 0: none (server/prompt_cache.py)                         |
+| TEXTGEN_WARM_MODELS        | 8                | at start, one short stream on the latest version of this |
+|                            |                  | many models before health says SERVING; 0: none          |
 | TEXTGEN_TOKENS_FILE        | (none)           | one token per line; when set, every RPC but health needs |
 |                            |                  | metadata ``authorization: Bearer <token>``               |
 | TEXTGEN_TLS_CERT/_KEY      | (none)           | PEM files: serve TLS instead of plaintext                |
@@ -55,6 +57,7 @@ class Settings:
     metrics_addr: tuple[str, int] | None = shared_metrics.parse_addr(shared_metrics.SERVER_DEFAULT)  # None: off
     xla: bool = True  # compile the decode functions with XLA (server/programs.py)
     prompt_cache_mb: int = 32  # per model version (server/prompt_cache.py); 0: none
+    warm_models: int = 8  # models whose latest version runs one short stream before health says SERVING
 
     @property
     def models_dir(self) -> Path:
@@ -89,4 +92,5 @@ class Settings:
             metrics_addr=metrics_addr,
             xla=env_switch(env, "TEXTGEN_XLA", cls.xla),
             prompt_cache_mb=env_int(env, "TEXTGEN_PROMPT_CACHE_MB", cls.prompt_cache_mb, least=0),
+            warm_models=env_int(env, "TEXTGEN_WARM_MODELS", cls.warm_models, least=0),
         )

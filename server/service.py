@@ -1,4 +1,8 @@
-"""The TextGen gRPC service: a thin adapter from requests to the model store and the decode engine."""
+"""The TextGen gRPC service: a thin adapter from requests to the model store and the decode engine.
+
+Every call that names a model looks at that model's folder first (``fresh``): replicas share one
+``models/``, so a version published or deleted through any of them is served, or refused, by all of
+them at once, "latest" included, not at their next rescan."""
 from __future__ import annotations
 
 from server import engine as engine_module
@@ -21,12 +25,12 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
 
     def Generate(self, request, context):
         with request_errors(context):
-            model = self.store.get(request.model, request.version)
+            model = self.store.get(request.model, request.version, fresh=True)
             params = SamplingParams(
                 length=request.length, temperature=request.temperature,
                 seed=request.seed if request.HasField("seed") else None, top_k=request.top_k,
                 top_p=request.top_p if request.HasField("top_p") else 1.0, stop=tuple(request.stop),
-                logprobs=request.logprobs)
+                logprobs=request.logprobs, resume_offset=request.resume_offset)
             stream = self.engine.submit(model, request.prompt, params)
         # Runs when the call ends for any reason: a client that cancels or runs out of time frees
         # its slot at once, and the engine drops its row by the next step.
@@ -45,7 +49,7 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
 
     def Score(self, request, context):
         with request_errors(context):
-            model = self.store.get(request.model, request.version)
+            model = self.store.get(request.model, request.version, fresh=True)
             score = scoring.score_text(model, request.text, self.max_score_chars)
         metrics.observe_score(model.name, score.characters)
         return pb.ScoreResponse(model=model.name, version=model.version, characters=score.characters,

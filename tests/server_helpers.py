@@ -33,8 +33,13 @@ def running_server(data_dir: Path, **settings):
     ``xla=False``: the bundle's graph functions compute the same text, and compiling XLA programs in the
     background cost those modules about a fifth of their CPU. The XLA path is tested end to end where
     decoding is the subject: test_server_engine, test_server_grpc, test_controls, test_load, and the
-    `python -m server` processes of test_core, test_stack and tests/web."""
+    `python -m server` processes of test_core, test_stack and tests/web.
+
+    The warm-up at start (``warm_models``, TEXTGEN_WARM_MODELS) is off here unless a test asks for it: it
+    costs each in-process server an XLA compile per model. test_server_grpc's server and every server
+    process (python -m server, tests/reliability's ServerProcess) warm up as in production."""
     settings.setdefault("metrics_addr", None)  # no /metrics unless the test asks for one
+    settings.setdefault("warm_models", 0)  # no warm-up streams (and their XLA compiles) unless asked for
     server = build_server(Settings(addr="127.0.0.1:0", data_dir=Path(data_dir), **settings)).start()
     try:
         yield server

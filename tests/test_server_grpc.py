@@ -28,15 +28,8 @@ SHORT, EXACT, LONG = "KING ", "ROMEO: what say you ", "First Citizen: we are acc
 def server(trained_bundles, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("grpc-data")
     copy_models(trained_bundles, data_dir)
-    with running_server(data_dir, max_length=2000, max_prompt=300, reload_seconds=60) as server:
+    with running_server(data_dir, max_length=2000, max_prompt=300, reload_seconds=60, warm_models=8) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def stub(server):
-    channel, stub = connect(server)
-    yield stub
-    channel.close()
 
 
 # -- generation ------------------------------------------------------------------------------------
@@ -287,6 +280,15 @@ def test_health_says_serving_for_the_server_and_textgen(server):
     channel.close()
 
 
+def test_health_says_serving_once_the_latest_version_of_each_model_has_run_a_stream(server, trained_bundles, tmp_path):
+    assert server.warmed == ["shake-one:1", "shake-two:1"]
+    copy_models(trained_bundles, tmp_path)
+    with running_server(tmp_path, warm_models=1) as one:
+        assert one.warmed == ["shake-one:1"]
+    with running_server(tmp_path, warm_models=0) as none:
+        assert none.warmed == []
+
+
 def test_reflection_lists_the_services(server):
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
@@ -339,4 +341,6 @@ def test_python_m_server_serves_and_exits_cleanly_on_sigterm(trained_bundles, tm
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert "serving model shake-two version 1" in process.stdout.read()
+    log = process.stdout.read()
+    assert "serving model shake-two version 1" in log
+    assert "(warmed: shake-one:1, shake-two:1)" in log
