@@ -68,7 +68,9 @@ def test_a_resumed_stream_sends_exactly_the_rest_of_the_text(stub, kind):
         resumed = dict(fields, prompt=start.prompt + text[:offset])
         rstart, rest, rest_logprobs, rend = call(stub, length=LENGTH, resume_offset=offset, **resumed)
         assert rest == text[offset:], (kind, offset)
-        assert rest_logprobs == logprobs[offset:]
+        # To float rounding: the first stream may have stepped with the graph function, a later one with the
+        # XLA program compiled meanwhile (the same computation, fused).
+        assert rest_logprobs == pytest.approx(logprobs[offset:], abs=1e-5)
         assert rstart.seed == start.seed and rstart.prompt == start.prompt + text[:offset]
         assert (rend.reason, rend.characters) == (end.reason, len(text) - offset)
 
