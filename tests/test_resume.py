@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 
 import grpc
 import pytest
 
 from client.api import Client
+from tests.redis_helpers import free_port
 from tests.reliability.helpers import ServerProcess, copy_bundle
 from tests.server_helpers import MODELS, copy_models, running_server
 from textgen.v1 import textgen_pb2 as pb
@@ -102,12 +102,6 @@ def test_a_resumed_prompt_may_exceed_the_prompt_limit_by_the_characters_received
 # ---- a replica SIGKILLed mid-stream -------------------------------------------------------------
 
 REPLICA_LENGTH = 8000  # long enough that every stream is still running when its replica dies
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_the_client_continues_its_streams_on_the_other_replica_when_their_replica_is_killed(trained_bundles, tmp_path):

@@ -5,7 +5,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from server.reference import reference_generate
 from textgen.v1 import textgen_pb2 as pb
 
 from .server_helpers import MODELS, connect, copy_models, generate, run_threads, running_server, wait_for
+from .redis_helpers import free_port
 
 SHORT, EXACT, LONG = "KING ", "ROMEO: what say you ", "First Citizen: we are accounted poor citizens, the patricians good"
 
@@ -311,12 +311,6 @@ def test_stop_ends_running_streams_with_stop_reason_shutdown(trained_bundles, tm
         assert responses[-1].end.reason == pb.STOP_REASON_SHUTDOWN
         assert responses[-1].end.characters == sum(len(r.text) for r in responses) > 0
         channel.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_python_m_server_serves_and_exits_cleanly_on_sigterm(trained_bundles, tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import corpus_text
+from .redis_helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ROOT / "deploy" / "local" / "stack.sh"
@@ -21,12 +22,6 @@ SERVICES = ("redis", "worker", "server", "web")
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed (make install installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stack_env(var_dir: Path, redis_port: int, grpc_port: int, web_port: int | None = None) -> dict[str, str]:
