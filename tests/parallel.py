@@ -22,7 +22,7 @@ HEAVIEST_FIRST = [
     "tests/test_core.py",  # ~45 s
     "tests/reliability/test_faults.py",  # ~40 s
     "tests/test_stack.py",  # ~40 s
-    "tests/reliability/test_load.py",  # ~40 s: 256 streams for 28 s
+    "tests/reliability/test_load.py",  # ~30 s: 256 streams for 18 s
     "tests/test_trainer_cli.py",  # ~35 s
     "tests/test_resume.py",  # ~35 s: two server processes, one SIGKILLed
     "tests/test_server_grpc.py",  # ~35 s

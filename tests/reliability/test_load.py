@@ -17,8 +17,8 @@ from textgen.v1 import textgen_pb2 as pb
 from textgen.v1 import textgen_pb2_grpc
 
 CONCURRENCY = 256
-LOAD_SECONDS = 20.0
-WARM_SECONDS = 8.0  # the mixed load once before the baseline: the engine compiles its recurring step shapes
+LOAD_SECONDS = 12.0  # ~2,500 streams started, every way of ending among them
+WARM_SECONDS = 6.0  # the mixed load once before the baseline: the engine compiles its recurring step shapes
 DRAIN_SECONDS = 15.0  # streams still running at the end get this long to finish, then are cancelled
 RSS_MARGIN_MB = 150
 SEED = 20240601
