@@ -39,7 +39,7 @@ class TextGenServer:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.store = ModelStore(settings.models_dir, settings.reload_seconds)
+        self.store = ModelStore(settings.models_dir, settings.reload_seconds, settings.older_versions)
         self.engine = Engine(settings.max_streams, settings.max_length, settings.max_prompt, xla=settings.xla,
                              prompt_cache_bytes=settings.prompt_cache_mb * 2**20)
         interceptors = [RequestMetrics()]  # first: it sees every call's final status, refusals included

@@ -16,6 +16,8 @@
 | TEXTGEN_XLA                | 1                | 1: compile the decode functions with XLA; 0: do not      |
 | TEXTGEN_PROMPT_CACHE_MB    | 32               | started state of recent prompts kept per model version;  |
 |                            |                  | 0: none (server/prompt_cache.py)                         |
+| TEXTGEN_OLDER_VERSIONS     | 2                | versions besides each model's latest kept loaded once    |
+|                            |                  | asked for (least recently used out); all: load every one |
 | TEXTGEN_WARM_MODELS        | 8                | at start, one short stream on the latest version of this |
 |                            |                  | many models before health says SERVING; 0: none          |
 | TEXTGEN_TOKENS_FILE        | (none)           | one token per line; when set, every RPC but health needs |
@@ -38,6 +40,17 @@ SettingsError = ConfigError  # a variable the server cannot use; the message nam
 DEFAULT_ADDR = "127.0.0.1:50051"
 
 
+def _older_versions(env, default: int) -> int | None:
+    """TEXTGEN_OLDER_VERSIONS: an integer >= 0, or "all" (None: every version loaded)."""
+    raw = env.get("TEXTGEN_OLDER_VERSIONS", "").strip()
+    if raw.lower() == "all":
+        return None
+    try:
+        return env_int(env, "TEXTGEN_OLDER_VERSIONS", default, least=0)
+    except ConfigError:
+        raise SettingsError(f"TEXTGEN_OLDER_VERSIONS must be an integer >= 0 or 'all', got {raw!r}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     addr: str = DEFAULT_ADDR
@@ -58,6 +71,7 @@ class Settings:
     xla: bool = True  # compile the decode functions with XLA (server/programs.py)
     prompt_cache_mb: int = 32  # per model version (server/prompt_cache.py); 0: none
     warm_models: int = 8  # models whose latest version runs one short stream before health says SERVING
+    older_versions: int | None = 2  # loaded besides each model's latest (server/store.py); None: all
 
     @property
     def models_dir(self) -> Path:
@@ -93,4 +107,5 @@ class Settings:
             xla=env_switch(env, "TEXTGEN_XLA", cls.xla),
             prompt_cache_mb=env_int(env, "TEXTGEN_PROMPT_CACHE_MB", cls.prompt_cache_mb, least=0),
             warm_models=env_int(env, "TEXTGEN_WARM_MODELS", cls.warm_models, least=0),
+            older_versions=_older_versions(env, cls.older_versions),
         )

@@ -12,7 +12,7 @@
 | textgen_scored_characters_total               | counter   | model                   | characters scored by Score        |
 | textgen_xla_compile_seconds                   | histogram | function                | one XLA program compiled          |
 | textgen_prompt_cache_lookups_total            | counter   | result                  | prompts found started, or read    |
-| textgen_model_versions_loaded                 | gauge     | model                   | versions of each model served     |
+| textgen_model_versions_loaded                 | gauge     | model                   | versions of each model in memory  |
 | textgen_model_latest_version                  | gauge     | model                   | the version "latest" means        |
 
 plus the process collector's ``process_*`` (CPU seconds, memory, open files). Counters and
@@ -118,12 +118,14 @@ class _Served(Collector):
     def collect(self):
         streams = GaugeMetricFamily("textgen_active_streams", "Generate streams the decode engine holds.")
         streams.add_metric([], self.engine.active_streams())
-        loaded = GaugeMetricFamily("textgen_model_versions_loaded", "Versions of each model being served.",
+        loaded = GaugeMetricFamily("textgen_model_versions_loaded", "Versions of each model loaded in memory "
+                                   "(the latest, and older ones asked for: TEXTGEN_OLDER_VERSIONS).",
                                    labels=["model"])
         latest = GaugeMetricFamily("textgen_model_latest_version", "The version a request for 'latest' gets.",
                                    labels=["model"])
+        in_memory = self.store.loaded()
         for name, versions in self.store.list_models():
-            loaded.add_metric([name], len(versions))
+            loaded.add_metric([name], in_memory.get(name, 0))
             latest.add_metric([name], versions[-1].version)
         yield from (streams, loaded, latest)
 

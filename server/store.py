@@ -1,7 +1,11 @@
-"""The model store: every complete bundle under ``models/<name>/<version>/``, loaded and kept current.
+"""The model store: every complete bundle under ``models/<name>/<version>/``, served and kept current.
 
-Like TF Serving's model base path: integer version folders, "latest" is the highest one loaded. What
-is a version on disk, and how one is deleted, is textgen.models_dir's; this store keeps what it loaded.
+Like TF Serving's model base path: integer version folders, "latest" is the highest one that loads.
+What is a version on disk, and how one is deleted, is textgen.models_dir's; this store keeps what it
+loaded. Its version policy is TF Serving's default: the latest version of each model is loaded (at
+once), an older one only when a call asks for it by number, and at most ``older_versions`` older
+ones stay loaded (the least recently used goes first); ``older_versions=None`` loads every version,
+as the store did before it had a policy. Every complete version is listed either way.
 A background thread rescans every ``reload_seconds`` (and a lookup that misses rescans that name at
 once), so a version published by the trainer appears and a deleted one disappears without a restart.
 A bundle that fails to load is logged once and skipped: never served, never fatal.
@@ -13,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +34,8 @@ SERVING_FUNCTIONS = ("predict", "start", "advance", "sample", "charset")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ServedModel:
-    """One loaded model version.
-
-    ``functions`` is the bundle's SavedModel: ``start``, ``advance``, ``predict``, ``sample`` and
-    ``charset``, each taking and returning tensors by name (textgen/bundle.py has their shapes).
-    """
+class ModelVersion:
+    """A complete version on disk, as its meta.json describes it (loaded or not)."""
 
     name: str
     version: int
@@ -42,6 +43,21 @@ class ServedModel:
     meta: dict
     charset: Charset
     sample_len: int
+
+    @classmethod
+    def read(cls, path: Path, name: str, version: int) -> "ModelVersion":
+        meta = read_meta(path)
+        return cls(name, version, Path(path), meta, Charset(meta["charset"]), int(meta["sample_len"]))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ServedModel(ModelVersion):
+    """One loaded model version.
+
+    ``functions`` is the bundle's SavedModel: ``start``, ``advance``, ``predict``, ``sample`` and
+    ``charset``, each taking and returning tensors by name (textgen/bundle.py has their shapes).
+    """
+
     functions: object
     _codepoints: np.ndarray = dataclasses.field(repr=False)
     controls: bool = False  # advance takes top_k and top_p and returns logprobs (bundles exported since)
@@ -88,15 +104,22 @@ def takes_controls(advance) -> bool:
 
 
 class ModelStore:
-    """The models of ``models_dir``; ``get`` and ``list_models`` are safe from any thread."""
+    """The models of ``models_dir``; ``get`` and ``list_models`` are safe from any thread.
 
-    def __init__(self, models_dir: Path, reload_seconds: float = 2.0):
+    ``older_versions``: how many versions other than each model's latest stay loaded once a call has
+    asked for them (least recently used first out); None: every version is loaded and kept.
+    """
+
+    def __init__(self, models_dir: Path, reload_seconds: float = 2.0, older_versions: int | None = 2):
         self.models_dir = Path(models_dir)
         self._disk = ModelsDir(self.models_dir)
         self.reload_seconds = reload_seconds
-        self._models: dict[str, dict[int, ServedModel]] = {}
-        self._lock = threading.Lock()  # guards _models
-        self._scan_lock = threading.Lock()  # one scan (or delete) of the disk at a time
+        self.older_versions = older_versions
+        self._versions: dict[str, dict[int, ModelVersion]] = {}  # complete on disk, readable meta
+        self._latest: dict[str, ServedModel] = {}  # each model's highest version that loads
+        self._older: OrderedDict[tuple[str, int], ServedModel] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()  # guards the three above
+        self._scan_lock = threading.Lock()  # one scan, load or delete at a time
         self._failed: dict[Path, tuple] = {}  # bundles that failed to load, with their files' mtimes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -123,11 +146,11 @@ class ModelStore:
 
     # -- lookups ----------------------------------------------------------------------------------
     def get(self, name: str, version: int = 0, fresh: bool = False) -> ServedModel:
-        """The model ``name`` at ``version`` (0: the latest); with ``fresh``, as on disk right now
-        (a version published since the last scan is loaded first).
+        """The model ``name`` at ``version`` (0: the latest), loaded; with ``fresh``, as on disk right
+        now (a version published since the last scan is loaded first).
 
         Raises BadRequest for a bad name or negative version, ModelNotFound (listing what there is)
-        when it is not loaded even after rescanning that name.
+        when there is no such version even after rescanning that name, or it does not load.
         """
         _check_name(name)
         if version < 0:
@@ -148,48 +171,144 @@ class ModelStore:
         return model
 
     def versions(self, name: str) -> list[int]:
+        """The versions of ``name`` that can be asked for, ascending."""
         with self._lock:
-            return sorted(self._models.get(name, {}))
+            return sorted(self._versions.get(name, {})) if name in self._latest else []
 
-    def list_models(self) -> list[tuple[str, list[ServedModel]]]:
-        """Every loaded model as ``(name, versions ascending)``, sorted by name."""
+    def list_models(self) -> list[tuple[str, list[ModelVersion]]]:
+        """Every model as ``(name, versions ascending)``, sorted by name; the last is the latest, a
+        ServedModel; the others are ServedModel where loaded, else ModelVersion."""
         with self._lock:
-            return [(name, [by_version[v] for v in sorted(by_version)])
-                    for name, by_version in sorted(self._models.items()) if by_version]
+            listing = []
+            for name, latest in sorted(self._latest.items()):
+                versions = [self._older.get((name, v), info) for v, info in sorted(self._versions[name].items())
+                            if v < latest.version]
+                listing.append((name, versions + [latest]))
+            return listing
+
+    def loaded(self) -> dict[str, int]:
+        """How many versions of each model are in memory."""
+        with self._lock:
+            counts = {name: 1 for name in self._latest}
+            for name, _version in self._older.keys():
+                counts[name] = counts.get(name, 0) + 1
+            return counts
 
     def _lookup(self, name: str, version: int) -> ServedModel | None:
         with self._lock:
-            by_version = self._models.get(name) or {}
-            if version == 0:
-                return by_version[max(by_version)] if by_version else None
-            return by_version.get(version)
+            latest = self._latest.get(name)
+            if latest is None or version in (0, latest.version):
+                return latest
+            info = self._versions[name].get(version)
+            if info is None or version > latest.version:
+                return None
+            model = self._older.get((name, version))
+            if model is not None:
+                self._older.move_to_end((name, version))  # the most recently used
+        return model or self._load_older(info)
+
+    def _load_older(self, info: ModelVersion) -> ServedModel | None:
+        """Load an older version that a call asked for (once, however many ask at the same time)."""
+        with self._scan_lock:
+            with self._lock:
+                if info.version not in self._versions.get(info.name, {}):
+                    return None  # deleted meanwhile
+                model = self._older.get((info.name, info.version))
+            if model is None:
+                model = self._try_load(info.name, info.version, info.path)
+                with self._lock:
+                    if model is None:
+                        self._versions[info.name].pop(info.version, None)
+                    else:
+                        self._keep(model)
+            return model
+
+    def _keep(self, model: ServedModel) -> None:
+        """Keep an older version loaded, unloading the least recently used beyond the policy's bound;
+        call with the lock held (a call that holds the model goes on with it either way)."""
+        self._older[(model.name, model.version)] = model
+        self._older.move_to_end((model.name, model.version))
+        while self.older_versions is not None and len(self._older) > self.older_versions:
+            (name, version), _ = self._older.popitem(last=False)
+            log.info("unloaded model %s version %d (the least recently used of the older versions loaded; "
+                     "at most %d stay loaded)", name, version, self.older_versions)
 
     def _names_text(self) -> str:
         with self._lock:
-            names = sorted(name for name, by_version in self._models.items() if by_version)
+            names = sorted(self._latest)
         return listed(names) if names else "none (publish one under the data directory's models/)"
 
     # -- the disk ---------------------------------------------------------------------------------
     def rescan(self, names: list[str] | None = None) -> None:
-        """Bring the loaded models in line with the disk (only ``names`` when given)."""
+        """Bring the store in line with the disk (only ``names`` when given): versions gone from disk
+        are dropped, new ones listed, and each model's latest loaded."""
         with self._scan_lock:
             on_disk = self._scan_disk(names)
             with self._lock:
-                scanned = names if names is not None else list(self._models.keys() | on_disk.keys())
+                scanned = names if names is not None else list(self._versions.keys() | on_disk.keys())
                 for name in scanned:
-                    gone = self._models.get(name, {}).keys() - on_disk.get(name, {}).keys()
-                    for version in gone:
-                        log.info("model %s version %d is gone from disk; no longer served", name, version)
-                        del self._models[name][version]
-                    if name in self._models and not self._models[name]:
-                        del self._models[name]
-                new = [(name, version, path) for name, versions in on_disk.items()
-                       for version, path in versions.items() if version not in self._models.get(name, {})]
-            for name, version, path in sorted(new):
-                model = self._try_load(name, version, path)
-                if model is not None:
-                    with self._lock:
-                        self._models.setdefault(name, {})[version] = model
+                    gone = self._versions.get(name, {}).keys() - on_disk.get(name, {}).keys()
+                    self._drop(name, gone, "is gone from disk; no longer served")
+            for name in scanned:
+                for version, path in sorted(on_disk.get(name, {}).items()):
+                    if version not in self._versions.get(name, {}):
+                        self._add(name, version, path)
+                self._load_latest(name)
+
+    def _add(self, name: str, version: int, path: Path) -> None:
+        """List a new version on disk (its meta.json read; its model loaded when needed)."""
+        try:
+            info = ModelVersion.read(path, name, version)
+        except Exception as exc:  # noqa: BLE001  (the same as a bundle that fails to load)
+            self._skip(name, version, path, exc)
+            return
+        with self._lock:
+            self._versions.setdefault(name, {})[version] = info
+
+    def _load_latest(self, name: str) -> None:
+        """Make the highest version of ``name`` that loads its latest (lower ones are tried when the
+        highest fails); under the "all" policy, load the others too."""
+        with self._lock:
+            infos = sorted(self._versions.get(name, {}).items(), reverse=True)
+            latest = self._latest.get(name)
+        for version, info in infos:
+            if latest is not None and version == latest.version:
+                break
+            model = self._older.get((name, version)) or self._try_load(name, version, info.path)
+            if model is None:
+                with self._lock:
+                    self._versions[name].pop(version, None)
+                continue
+            with self._lock:
+                self._older.pop((name, version), None)
+                self._latest[name] = model
+                if latest is not None:
+                    self._keep(latest)  # the previous latest, now an older version
+            break
+        with self._lock:
+            if name in self._versions and not self._versions[name]:
+                del self._versions[name]
+            todo = [info for info in self._versions.get(name, {}).values()
+                    if self.older_versions is None and (name, info.version) not in self._older
+                    and info.version != self._latest[name].version]
+        for info in todo:
+            model = self._try_load(name, info.version, info.path)
+            with self._lock:
+                if model is None:
+                    self._versions[name].pop(info.version, None)
+                else:
+                    self._keep(model)
+
+    def _drop(self, name: str, versions, why: str) -> None:
+        """Stop serving ``versions`` of ``name``; call with the lock held."""
+        for version in sorted(versions):
+            log.info("model %s version %d %s", name, version, why)
+            self._versions[name].pop(version, None)
+            self._older.pop((name, version), None)
+            if name in self._latest and self._latest[name].version == version:
+                del self._latest[name]
+        if name in self._versions and not self._versions[name]:
+            del self._versions[name]
 
     def _scan_disk(self, names: list[str] | None) -> dict[str, dict[int, Path]]:
         """``{name: {version: path}}`` of the complete bundles on disk."""
@@ -206,19 +325,23 @@ class ModelStore:
         try:
             model = load_model(path, name, version)
         except Exception as exc:  # any broken bundle is skipped, never fatal
-            self._failed[path] = signature
-            log.error("skipping model %s version %d at %s: it failed to load: %s", name, version, path, exc)
+            self._skip(name, version, path, exc)
             return None
         self._failed.pop(path, None)
         log.info("serving model %s version %d from %s", name, version, path)
         return model
 
+    def _skip(self, name: str, version: int, path: Path, exc: Exception) -> None:
+        self._failed[path] = _files_signature(path)
+        log.error("skipping model %s version %d at %s: it failed to load: %s", name, version, path, exc)
+
     def delete(self, name: str, version: int = 0, all_versions: bool = False) -> list[int]:
         """Remove one version (``version`` >= 1) or, with ``all_versions``, every version of ``name``.
 
         The disk's side is textgen.models_dir's ``delete`` (out of sight first, so no reader sees half
-        a bundle); the store stops serving what it removed. Returns the deleted versions, ascending.
-        Raises BadRequest, ModelNotFound (listing what there is) or StorageFailed (with the path).
+        a bundle); the store stops serving what it removed (and loads the new latest, if the latest
+        went). Returns the deleted versions, ascending. Raises BadRequest, ModelNotFound (listing what
+        there is) or StorageFailed (with the path).
         """
         _check_name(name)
         if not all_versions and version < 1:
@@ -239,14 +362,11 @@ class ModelStore:
         return targets
 
     def _forget(self, name: str, versions: list[int]) -> None:
-        """Stop serving ``versions`` of ``name``, deleted from disk."""
+        """Stop serving ``versions`` of ``name``, deleted from disk; the next latest is loaded if the
+        latest went. Call with the scan lock held."""
         with self._lock:
-            for version in versions:
-                self._models.get(name, {}).pop(version, None)
-            if name in self._models and not self._models[name]:
-                del self._models[name]
-        for version in versions:
-            log.info("deleted model %s version %d", name, version)
+            self._drop(name, versions, "deleted")
+        self._load_latest(name)
 
 
 def _check_name(name: str) -> None:
