@@ -41,6 +41,8 @@ RESUME_WAIT_S = 10.0  # how long a resume waits for the channel to reach a serve
 # or "ipv4:host:port,host:port"); with one address this is the same as gRPC's default.
 CHANNEL_OPTIONS = [("grpc.lb_policy_name", "round_robin")]
 TRAIN_OPTIONS = schema.NAMES  # as the proto's TrainOptions declares them
+# How gRPC words a stream that the other end (a balancer that lost its server) reset: never a server's own status.
+_RESET_IN_TRANSIT = "Received RST_STREAM"
 # How gRPC itself words a server it could not reach (a server's own UNAVAILABLE says something else).
 _CONNECT_FAILURES = ("failed to connect", "dns resolution failed", "connections to all backends failing",
                      "socket closed", "connection refused", "empty address list")
@@ -226,8 +228,8 @@ class Generation:
     """Text chunks of one Generate stream; ``start``, ``end`` and ``logprobs`` (when asked for: one
     per character received) are set as they arrive.
 
-    A stream whose server goes away (UNAVAILABLE, or a drain that ended it with STOP_REASON_SHUTDOWN)
-    continues on another server, up to MAX_RESUMES times: the same request with ``resume_offset`` (the
+    A stream whose server goes away (UNAVAILABLE, a stream reset in transit by a balancer whose server
+    died, or a drain that ended it with STOP_REASON_SHUTDOWN) continues on another server, up to MAX_RESUMES times: the same request with ``resume_offset`` (the
     characters received), so the text is exactly the one an unbroken stream would have sent, no
     character repeated or lost. ``resumes`` counts them; ``start`` stays the first stream's and
     ``end.characters`` counts every character received."""
@@ -270,11 +272,16 @@ class Generation:
 
     def _resumable(self, exc: grpc.RpcError | None) -> bool:
         """Whether the stream broke with characters still to come, and may continue elsewhere: its
-        call failed with UNAVAILABLE, or it ended because its server was shutting down."""
+        call failed with UNAVAILABLE, or was reset in transit (a balancer whose server died mid-stream
+        resets the stream: INTERNAL, "Received RST_STREAM"), or it ended because its server was
+        shutting down."""
         if self.resumes >= MAX_RESUMES:
             return False
         if exc is not None:
-            return exc.code() == grpc.StatusCode.UNAVAILABLE if hasattr(exc, "code") else False
+            if not hasattr(exc, "code"):
+                return False
+            return exc.code() == grpc.StatusCode.UNAVAILABLE or \
+                (exc.code() == grpc.StatusCode.INTERNAL and _RESET_IN_TRANSIT in (exc.details() or ""))
         return (self.end is not None and self.end.reason == pb.STOP_REASON_SHUTDOWN
                 and self._request.resume_offset + self._count < self._request.length)
 
