@@ -86,14 +86,15 @@ def volume_mounts(service: dict) -> dict[str, str]:
     return mounts
 
 
-def test_four_services_with_restart_policies(services):
-    assert set(services) == {"redis", "worker", "server", "web"}
+def test_five_services_with_restart_policies(services):
+    assert set(services) == {"redis", "worker", "server", "lb", "web"}
     for name, service in services.items():
         assert service.get("restart") == "unless-stopped", name
 
 
 def test_images_are_pinned_or_built(services):
     assert re.fullmatch(r"redis:7\.\d+\.\d+(-[a-z0-9]+)?", services["redis"]["image"]), services["redis"]["image"]
+    assert re.fullmatch(r"nginx:1\.\d+\.\d+", services["lb"]["image"]), services["lb"]["image"]
     for name, dockerfile in DOCKERFILES.items():
         build = services[name]["build"]
         assert build["context"] == "." and (ROOT / build["dockerfile"]) == dockerfile
@@ -139,15 +140,36 @@ def test_environment_is_set_once_and_is_what_the_code_reads(services):
         == "redis://redis:6379/0"
 
 
-def test_server_port_and_scalable_worker(services):
-    assert services["server"]["ports"] == ["${TEXTGEN_PORT:-50051}:50051"]  # 50051 unless TEXTGEN_PORT says
-    web = services["web"]  # the server's image, running the web process, dialling the server
+def test_the_balancer_has_the_host_port_and_server_and_worker_scale(services):
+    lb, server = services["lb"], services["server"]
+    assert lb["ports"] == ["${TEXTGEN_PORT:-50051}:50051"]  # 50051 unless TEXTGEN_PORT says
+    assert lb["volumes"] == ["./deploy/lb/nginx.conf:/etc/nginx/nginx.conf:ro"]
+    assert lb["depends_on"]["server"]["condition"] == "service_healthy"
+    assert set(server["expose"]) == {"50051", "9450"}
+    web = services["web"]  # the server's image, running the web process, dialling the replicas through lb
     assert web["ports"] == ["${TEXTGEN_WEB_PORT:-8080}:8080"] and web["command"] == ["python", "-m", "web"]
     assert web["build"]["dockerfile"] == "deploy/Dockerfile.server"
-    assert environment(web) == {"TEXTGEN_SERVER": "server:50051", "TEXTGEN_WEB_ADDR": "0.0.0.0:8080"}
-    assert web["depends_on"]["server"]["condition"] == "service_healthy"
-    worker = services["worker"]
-    assert "container_name" not in worker and "ports" not in worker and "hostname" not in worker
+    assert environment(web) == {"TEXTGEN_SERVER": "lb:50051", "TEXTGEN_WEB_ADDR": "0.0.0.0:8080"}
+    assert web["depends_on"]["lb"]["condition"] == "service_healthy"
+    for name in ("worker", "server"):  # `--scale NAME=N`: nothing that only one container can have
+        assert {"container_name", "ports", "hostname"}.isdisjoint(services[name]), name
+
+
+def test_the_balancer_config_passes_grpc_to_every_server_replica(services):
+    """deploy/lb/nginx.conf listens where compose publishes, and passes to the server service's port,
+    resolved at call time through Docker's DNS (so scaled replicas are seen)."""
+    conf = (ROOT / "deploy" / "lb" / "nginx.conf").read_text(encoding="utf-8")
+    directives = {line.split()[0]: line.split(None, 1)[1].split("#")[0].strip().rstrip(";")
+                  for line in conf.splitlines() if line.strip() and not line.strip().startswith("#") and len(line.split()) > 1}
+    assert directives["listen"] == "50051 http2"
+    assert directives["resolver"].split()[0] == "127.0.0.11"  # Docker's embedded DNS
+    assert directives["set"] == f"$replicas server:{environment(services['server'])['TEXTGEN_ADDR'].rsplit(':', 1)[1]}"
+    assert directives["grpc_pass"] == "grpc://$replicas"
+    assert directives["client_max_body_size"] == "0"  # the server's own upload limit applies
+    if shutil.which("nginx"):  # Debian's nginx, where installed: the syntax too
+        done = subprocess.run(["nginx", "-t", "-c", str(ROOT / "deploy" / "lb" / "nginx.conf")],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
 
 
 def test_gpu_reservation_is_in_the_override_only(services):

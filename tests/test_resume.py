@@ -1,16 +1,22 @@
 """Streams that survive a lost server: a stream continued with ``resume_offset`` sends exactly the
 rest of the text the broken one would have sent, and ``client.Client.generate`` does it by itself
-when the replica serving a stream is SIGKILLed mid-stream (two server processes, one models folder).
+when the replica serving a stream is SIGKILLed mid-stream (two server processes, one models folder),
+whether the client sees both replicas or reaches them through the balancer (nginx with
+deploy/lb/nginx.conf, the one compose runs).
 """
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import pytest
 
+from bench.balancer import balancer, find_nginx
 from client.api import Client
 from tests.redis_helpers import free_port
 from tests.reliability.helpers import ServerProcess, copy_bundle
@@ -101,6 +107,38 @@ def test_a_resumed_prompt_may_exceed_the_prompt_limit_by_the_characters_received
 
 # ---- a replica SIGKILLed mid-stream -------------------------------------------------------------
 
+
+class Readers:
+    """A thread per stream reading it to its end; returns once every stream has sent some text."""
+
+    def __init__(self, streams: dict):
+        self.streams, self.errors = streams, []
+        self.received = {name: [] for name in streams}
+        started = {name: threading.Event() for name in streams}
+
+        def read(name):
+            try:
+                for text in streams[name]:
+                    self.received[name].append(text)
+                    started[name].set()
+            except Exception as exc:  # noqa: BLE001  (reported by join)
+                self.errors.append(exc)
+            started[name].set()
+
+        self.threads = [threading.Thread(target=read, args=(name,)) for name in streams]
+        for thread in self.threads:
+            thread.start()
+        assert all(event.wait(60) for event in started.values())
+
+    def characters(self) -> dict:
+        return {name: sum(map(len, parts)) for name, parts in self.received.items()}
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(120)
+        assert not self.errors, self.errors
+
+
 REPLICA_LENGTH = 8000  # long enough that every stream is still running when its replica dies
 
 
@@ -118,30 +156,13 @@ def test_the_client_continues_its_streams_on_the_other_replica_when_their_replic
         with Client(server="ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)) as client:
             streams = {kind: client.generate(MODELS["two"], length=REPLICA_LENGTH, **fields)
                        for kind, fields in kinds.items()}
-            received = {kind: [] for kind in kinds}
-            started = {kind: threading.Event() for kind in kinds}
-            errors = []
-
-            def read(kind):
-                try:
-                    for text in streams[kind]:
-                        received[kind].append(text)
-                        started[kind].set()
-                except Exception as exc:  # noqa: BLE001  (reported by the assertion below)
-                    errors.append(exc)
-                started[kind].set()
-
-            readers = [threading.Thread(target=read, args=(kind,)) for kind in kinds]
-            for reader in readers:
-                reader.start()
-            assert all(event.wait(60) for event in started.values())
+            readers = Readers(streams)
             os.kill(first.pid, signal.SIGSTOP)  # frozen mid-stream (each resumes below) while the other starts
-            killed_at = {kind: sum(map(len, parts)) for kind, parts in received.items()}
+            killed_at = readers.characters()
             second.start()
             first.kill()  # SIGKILL
-            for reader in readers:
-                reader.join(120)
-            assert not errors, errors
+            readers.join()
+            received = readers.received
 
         with Client(server=second.address) as direct:
             for kind, fields in kinds.items():
@@ -159,3 +180,53 @@ def test_the_client_continues_its_streams_on_the_other_replica_when_their_replic
     finally:
         first.kill()
         second.kill()
+
+
+@pytest.fixture(scope="module")
+def nginx() -> str:
+    if find_nginx() is None:
+        subprocess.run([str(Path(__file__).resolve().parents[1] / "deploy" / "local" / "install-nginx.sh")], check=True)
+    return find_nginx()
+
+
+def test_through_the_balancer_streams_spread_over_both_replicas_and_survive_the_one_killed(trained_bundles, tmp_path,
+                                                                                           nginx):
+    data_dir = tmp_path / "data"
+    copy_bundle(trained_bundles, "two", data_dir / "models", MODELS["two"])
+    env = dict(TEXTGEN_RELOAD_SECONDS="60", TEXTGEN_MAX_LENGTH=str(REPLICA_LENGTH), TEXTGEN_XLA="0")
+    replicas = [ServerProcess(data_dir, tmp_path / f"replica-{i}.log", **env) for i in range(2)]
+    requests = {f"{kind}, seed {fields['seed'] + 100 * i}": dict(fields, seed=fields["seed"] + 100 * i)
+                for i in range(2) for kind, fields in KINDS.items()}
+    try:
+        for replica in replicas:
+            replica.start()
+        with balancer(nginx, tmp_path / "lb", [replica.address for replica in replicas]) as address, \
+                Client(server=address) as client:
+            streams = {name: client.generate(MODELS["two"], length=REPLICA_LENGTH, **fields)
+                       for name, fields in requests.items()}
+            readers = Readers(streams)
+            served = [replica.active_streams() for replica in replicas]
+            victim, survivor = sorted(replicas, key=lambda replica: -replica.active_streams())
+            killed_at = readers.characters()
+            victim.kill()  # SIGKILL: nginx resets its streams, and the client resumes them through nginx
+            readers.join()
+            received = readers.received
+
+        assert sum(served) == len(requests) and min(served) > 0, served  # spread over both
+        with Client(server=survivor.address) as direct, ThreadPoolExecutor(len(requests)) as pool:
+            def unbroken(name):  # all at once: one batch on the survivor
+                whole = direct.generate(MODELS["two"], length=REPLICA_LENGTH, **requests[name])
+                return whole, "".join(whole)
+
+            for name, (whole, text) in zip(requests, pool.map(unbroken, requests)):
+                assert "".join(received[name]) == text, (name, killed_at[name])
+                assert streams[name].logprobs == pytest.approx(whole.logprobs, abs=1e-5)
+                assert (streams[name].end.reason, streams[name].end.characters) == (whole.end.reason, len(text))
+        resumed = sorted(name for name in requests if streams[name].resumes)
+        assert len(resumed) == max(served) and all(streams[name].resumes == 1 for name in resumed), resumed
+        print(f"\nthrough nginx: {len(requests)} streams served {served} by the two replicas; SIGKILLed the one "
+              f"serving {max(served)}: each of its streams continued through nginx on the other with exactly "
+              f"the text of an unbroken stream")
+    finally:
+        for replica in replicas:
+            replica.kill()

@@ -24,6 +24,6 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 echo "install-chromium: installing chromium and chromium-driver with apt-get..."
-"${SUDO[@]}" apt-get update -qq
-"${SUDO[@]}" apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+"${SUDO[@]}" flock /var/lock/textgen-apt.lock apt-get update -qq
+"${SUDO[@]}" flock /var/lock/textgen-apt.lock apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 echo "install-chromium: $(/usr/bin/chromium --version 2>/dev/null | head -n 1)"

@@ -7,7 +7,8 @@
 #               of this test), else Debian's docker-compose 1.29
 #   3. bases    the images the Dockerfiles and compose name are pulled; only where that fails, stand-ins
 #               are made from Debian's packages (debootstrap) under the same names, and this says so
-#   4. pytest tests/compose/stack.py: builds the project's images, then up, train, down/up, scale, down -v
+#   4. pytest tests/compose/stack.py: builds the project's images, then up, train, down/up, two server
+#               replicas behind the balancer, worker hand-over, down -v
 #
 # It fails, saying why, when no engine can be had: it never skips. Environment:
 #   TEXTGEN_TEST_DOCKER_ROOT   keep our own daemon's data root here between runs (build cache, stand-ins);
@@ -133,7 +134,9 @@ export TEXTGEN_TEST_COMPOSE=$COMPOSE
 
 # ---- 3. base images -----------------------------------------------------------------------------------
 PYTHON_IMAGE=$(sed -n 's/^ARG PYTHON_IMAGE=//p' deploy/Dockerfile.worker)
-REDIS_IMAGE=$("$PY" -c 'import sys, yaml; print(yaml.safe_load(open("docker-compose.yml"))["services"]["redis"]["image"])')
+compose_image() { "$PY" -c 'import sys, yaml; print(yaml.safe_load(open("docker-compose.yml"))["services"][sys.argv[1]]["image"])' "$1"; }
+REDIS_IMAGE=$(compose_image redis)
+LB_IMAGE=$(compose_image lb)
 [[ $PYTHON_IMAGE == $(sed -n 's/^ARG PYTHON_IMAGE=//p' deploy/Dockerfile.server) ]] || die "the Dockerfiles name different base images"
 
 standin_base() {
@@ -169,6 +172,7 @@ base_image() {  # NAME STANDIN-DOCKERFILE
 
 base_image "$PYTHON_IMAGE" python.Dockerfile
 base_image "$REDIS_IMAGE" redis.Dockerfile
+base_image "$LB_IMAGE" nginx.Dockerfile
 
 # The images trust the host's CA certificates (pip inside a build behind a TLS-inspecting proxy);
 # deploy/ca-certificates/ is copied into both images, where it does nothing when empty.

@@ -9,6 +9,9 @@ left, and each prints its time:
   train       `client submit-train --corpus tfjs-code ... --wait` from the host, then `client generate`
   web         the page, when docker-compose.yml has a `web` service
   down/up     `down`, `up -d`: the model and the job are still there
+  replicas    two server replicas behind the balancer (lb): calls from the host and from the web side
+              reach both (their metrics); one is killed mid-stream and the client's text is unchanged;
+              a version published meanwhile is what both serve as "latest" at once
   handover    two workers; `docker stop` the one running a job: it exits by itself (not killed at the
               end of its grace period) and the job resumes on the other from its checkpoint
   down -v     nothing of the project is left: no container, volume, network or built image
@@ -238,9 +241,94 @@ def test_down_up_keeps_models_and_jobs(step):
     assert len(text.rstrip("\n")) >= 50
 
 
+def replica_addresses() -> dict[str, str]:
+    """Each server replica's container name -> its address on the project's network."""
+    return {c["Name"].lstrip("/"): next(iter(c["NetworkSettings"]["Networks"].values()))["IPAddress"]
+            for c in containers("server")}
+
+
+def metric(address: str, name: str, *labels: str) -> float:
+    """The sum of a metric's samples (those whose labels include each of ``labels``) on a replica's /metrics."""
+    port = environment_of("server")["TEXTGEN_METRICS_ADDR"].rsplit(":", 1)[1]
+    with urllib.request.urlopen(f"http://{address}:{port}/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+               if line.split("{")[0].split(" ")[0] == name and all(label in line for label in labels))
+
+
+def environment_of(service: str) -> dict:
+    env = SERVICES[service].get("environment") or {}
+    return env if isinstance(env, dict) else dict(item.split("=", 1) for item in env)
+
+
+def generate_calls(address: str) -> float:
+    return metric(address, "textgen_grpc_requests_total", 'method="Generate"')
+
+
+def test_two_server_replicas_act_as_one_behind_the_balancer(step):
+    from client.api import Client
+
+    compose("up", "-d", "--scale", "server=2", timeout=300)
+    wait_healthy({**{name: 1 for name in SERVICES}, "server": 2})
+    replicas = replica_addresses()
+    assert len(replicas) == 2, replicas
+
+    # Calls through the host's port and through the web side spread over both replicas.
+    before = {name: generate_calls(address) for name, address in replicas.items()}
+    with Client(f"127.0.0.1:{PORT}") as c:
+        for seed in range(16):
+            assert len(c.generate("tfjs-tiny", length=20, seed=seed).text) == 20
+    web_port = compose("port", "web", "8080").stdout.strip().rsplit(":", 1)[-1]
+    for seed in range(8):
+        body = json.dumps({"model": "tfjs-tiny", "prompt": "", "max_tokens": 20, "seed": seed}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{web_port}/v1/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert len(json.loads(response.read())["choices"][0]["text"]) == 20
+    calls = {name: generate_calls(address) - before[name] for name, address in replicas.items()}
+    say(f"24 Generate calls (16 over gRPC, 8 through the web side) served per replica: {calls}")
+    assert sum(calls.values()) == 24 and min(calls.values()) > 0, calls
+
+    # The replica serving a stream is killed mid-stream: the client's text equals an unbroken stream's.
+    with Client(f"127.0.0.1:{PORT}") as c:
+        began = time.monotonic()
+        reference = c.generate("tfjs-tiny", prompt="function ", length=10000, seed=11, temperature=0.8).text
+        unbroken_s = time.monotonic() - began
+        stream = c.generate("tfjs-tiny", prompt="function ", length=10000, seed=11, temperature=0.8)
+        chunks = iter(stream)
+        received = [next(chunks)]
+        serving = [name for name, address in replicas.items()
+                   if metric(address, "textgen_active_streams") == 1]
+        assert len(serving) == 1, serving
+        docker("kill", serving[0])
+        received.extend(chunks)
+        text = "".join(received)
+    say(f"killed {serving[0]} after the stream's first chunk ({len(received[0])} characters; an unbroken "
+        f"stream took {unbroken_s:.2f} s): the client resumed {stream.resumes} time(s), "
+        f"{len(text)} characters, equal to the unbroken stream: {text == reference}")
+    assert stream.resumes >= 1 and text == reference and stream.end.characters == 10000
+
+    # The killed replica comes back; a version published now is "latest" on both at once.
+    compose("up", "-d", "--scale", "server=2", timeout=300)
+    wait_healthy({**{name: 1 for name in SERVICES}, "server": 2})
+    replicas = replica_addresses()
+    with Client(f"127.0.0.1:{PORT}") as c:
+        latest = c.get_model("tfjs-tiny").version
+    client("submit-train", "--corpus", "tfjs-code", *TINY, "--epochs", "1", "--examples-per-epoch", "512",
+           "--name", "tfjs-tiny", "--wait")
+    served = {}
+    for name, address in replicas.items():
+        with Client(f"{address}:50051") as c:
+            stream = c.generate("tfjs-tiny", length=5, seed=1)
+            stream.text
+            served[name] = stream.start.version
+    say(f"published version {latest + 1} of tfjs-tiny; each replica serves as latest at once: {served}")
+    assert set(served.values()) == {latest + 1}, served
+
+
 def test_stopped_worker_hands_its_job_to_the_other(step):
-    compose("up", "-d", "--scale", "worker=2", timeout=300)
-    wait_healthy({**{name: 1 for name in SERVICES}, "worker": 2})
+    compose("up", "-d", "--scale", "worker=2", "--scale", "server=2", timeout=300)
+    wait_healthy({**{name: 1 for name in SERVICES}, "worker": 2, "server": 2})
     job_id = client("submit-train", "--corpus", "tfjs-code", *TINY, "--epochs", "40", "--examples-per-epoch", "2048",
                     "--name", "tfjs-handover", "--detach").split()[0]
     wait_for("the job's first checkpoint", lambda: any(e["type"] == "checkpoint" for e in job_events(job_id)), 300)
