@@ -32,6 +32,7 @@ test-compose: install
 
 # The benches also need matplotlib (the training bench's plot): the `bench` extra, installed once.
 bench: install $(VENV)/.bench-installed
+	@./deploy/local/install-nginx.sh || echo "bench: no nginx: the capacity bench will say so"
 	$(PY) -m bench
 
 $(VENV)/.bench-installed: pyproject.toml

@@ -1,6 +1,8 @@
-"""Run every benchmark: ``python -m bench [--quick] [--minutes M] [--only train|decode|web]``.
+"""Run every benchmark: ``python -m bench [--quick] [--minutes M] [--only train|decode|web|capacity|versions]``.
 
-The training bench runs first, then the decode bench, then the web bench (HTTP/SSE against gRPC).
+The training bench runs first, then the decode bench, the web bench (HTTP/SSE against gRPC), the
+capacity bench (two one-core replicas behind the balancer against one) and the version-policy memory
+bench.
 ``--quick`` goes to all; ``--minutes`` to the training bench; any other flags go to the decode bench.
 Each writes its results to bench/results/.
 """
@@ -16,9 +18,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs that check the benches work")
     parser.add_argument("--minutes", type=float, default=None,
                         help="training minutes per recipe for the training bench's time to quality")
-    parser.add_argument("--only", choices=("train", "decode", "web"), help="run one bench only")
+    parser.add_argument("--only", choices=("train", "decode", "web", "capacity", "versions"), help="run one bench only")
     args, rest = parser.parse_known_args(argv)
-    if rest and args.only in ("train", "web"):
+    if rest and args.only in ("train", "web", "capacity", "versions"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     quick = ["--quick"] if args.quick else []
 
@@ -37,6 +39,16 @@ def main(argv=None) -> int:
 
         print("[bench] web bench", file=sys.stderr, flush=True)
         web_bench.main(quick)
+    if args.only in (None, "capacity"):
+        from bench import capacity
+
+        print("[bench] capacity bench", file=sys.stderr, flush=True)
+        capacity.main(quick)
+    if args.only in (None, "versions"):
+        from bench import versions_rss
+
+        print("[bench] version policy memory bench", file=sys.stderr, flush=True)
+        versions_rss.main(quick)
     return 0
 
 

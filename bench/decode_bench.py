@@ -204,14 +204,15 @@ def serve_fixed_steps() -> int:
 
 class server_process:
     """``python -m server`` (or the fixed-step baseline) on a free loopback port, serving ``data_dir``;
-    SIGTERM on exit."""
+    SIGTERM on exit. ``cpu``: pinned to that core (taskset)."""
 
-    def __init__(self, data_dir: Path, fixed_steps: bool = False):
+    def __init__(self, data_dir: Path, fixed_steps: bool = False, cpu: int | None = None, **env):
         self.addr, self.metrics_addr = free_address(), free_address()
         env = dict(os.environ, TEXTGEN_ADDR=self.addr, TEXTGEN_DATA_DIR=str(data_dir), TEXTGEN_GRACE_SECONDS="2",
-                   TEXTGEN_METRICS_ADDR=self.metrics_addr)
+                   TEXTGEN_METRICS_ADDR=self.metrics_addr, **env)
         command = ["-m", "bench.decode_bench", "--serve-fixed-steps"] if fixed_steps else ["-m", "server"]
-        self.process = subprocess.Popen([sys.executable, *command], env=env, cwd=ROOT,
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+        self.process = subprocess.Popen([*pin, sys.executable, *command], env=env, cwd=ROOT,
                                         stdout=subprocess.DEVNULL, stderr=open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "a"))
 
     def __enter__(self) -> "server_process":

@@ -1,0 +1,195 @@
+"""Scale-out: one server replica pinned to one core against two replicas pinned to one core each, both
+behind the load balancer, in one run on this machine.
+
+``python -m bench.capacity [--quick] [--results DIR]``. For each model size (the original's 128,128 and
+the fast recipe's 224,224): train briefly on tinyshakespeare, publish it, start two ``python -m server``
+replicas (``taskset -c 0`` and ``-c 1``) and two nginx balancers with deploy/lb/nginx.conf (the one
+compose runs), one passing to the first replica only, one to both. Then, in alternating rounds so that
+both setups meet the same interference, hold 64 concurrent seeded streams through a balancer for a
+fixed window, each stream followed at once by the next: aggregate characters per second over the
+window and the time from each call to its first text. The load generator (this process) and nginx are
+not pinned: with two replicas they share the two cores with them. Needs nginx (Debian's nginx-core;
+``make bench`` installs it where it can). Writes capacity.json and capacity.md to bench/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import grpc  # noqa: E402
+
+from bench.balancer import balancer, find_nginx, nginx_version  # noqa: E402
+from bench.decode_bench import CORPUS, SAMPLE_LEN, TEMPERATURE, distinct_prompts, server_process  # noqa: E402
+from textgen.v1 import textgen_pb2 as pb  # noqa: E402
+from textgen.v1 import textgen_pb2_grpc  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+SIZES = {"original": (128, 128), "fast": (224, 224)}  # the original's sizes and the fast recipe's
+SETUPS = ("one replica", "two replicas")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    train_examples: int = 2048
+    streams: int = 64
+    stream_chars: int = 400
+    window_s: float = 15.0
+    warm_s: float = 8.0
+    rounds: int = 3
+    sizes: tuple[str, ...] = ("original", "fast")
+
+
+FULL = Plan()
+QUICK = Plan(train_examples=256, window_s=3.0, warm_s=3.0, rounds=1, sizes=("original",))
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small runs that check the bench works")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="output folder (default bench/results)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    nginx = find_nginx()
+    if nginx is None:
+        raise SystemExit("bench.capacity needs nginx (the balancer): deploy/local/install-nginx.sh installs it")
+    if len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("bench.capacity needs two cores (one per replica)")
+    began, load_before = time.perf_counter(), os.getloadavg()
+    text = CORPUS.read_text(encoding="utf-8")
+    prompts = distinct_prompts(text, plan.streams, chars=40)
+    out = {"quick": args.quick, "plan": dataclasses.asdict(plan), "nginx": nginx_version(nginx), "sizes": {}}
+    for size in plan.sizes:
+        with tempfile.TemporaryDirectory(prefix="capacity-bench-") as tmp:
+            out["sizes"][size] = measure_size(size, plan, text, prompts, Path(tmp), nginx)
+    out["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                      "load_before": load_before, "load_after": os.getloadavg()}
+    out["seconds"] = round(time.perf_counter() - began, 1)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "capacity.json").write_text(json.dumps(out, indent=2) + "\n")
+    (args.results / "capacity.md").write_text(report(out))
+    log(f"wrote {args.results / 'capacity.md'}")
+    return out
+
+
+def measure_size(size: str, plan: Plan, text: str, prompts: list[str], tmp: Path, nginx: str) -> dict:
+    from textgen.options import TrainConfig
+    from trainer import export
+    from trainer.training import train
+
+    layers = SIZES[size]
+    name = f"capacity-{size}"
+    log(f"{size} ({','.join(map(str, layers))}): training briefly on tinyshakespeare")
+    config = TrainConfig(lstm_layer_sizes=layers, sample_len=SAMPLE_LEN, epochs=1,
+                         examples_per_epoch=plan.train_examples, display_length=0, seed=1)
+    result = train(text, config, corpus_name="tinyshakespeare")
+    export.publish(result.model, result.meta, tmp / "data" / "models", name)
+    with contextlib.ExitStack() as stack:
+        replicas = [stack.enter_context(server_process(tmp / "data", cpu=cpu, TEXTGEN_MAX_STREAMS="256"))
+                    for cpu in (0, 1)]
+        balancers = {SETUPS[0]: stack.enter_context(balancer(nginx, tmp / "lb1", [replicas[0].addr])),
+                     SETUPS[1]: stack.enter_context(balancer(nginx, tmp / "lb2", [r.addr for r in replicas]))}
+        log(f"{size}: replicas on cores 0 and 1 ready; warming up each setup for {plan.warm_s:.0f} s")
+        for setup in SETUPS:
+            asyncio.run(load(balancers[setup], name, prompts, plan, plan.warm_s))
+        rounds = {setup: [] for setup in SETUPS}
+        for i in range(plan.rounds):
+            for setup in SETUPS:
+                figures = asyncio.run(load(balancers[setup], name, prompts, plan, plan.window_s))
+                rounds[setup].append(figures)
+                log(f"{size} round {i + 1}, {setup}: {figures['chars_per_s']:.0f} chars/s, time to first chunk "
+                    f"median {figures['ttfc_median_ms']:.0f} ms, p90 {figures['ttfc_p90_ms']:.0f} ms "
+                    f"({figures['calls']} calls)")
+    summary = {setup: {key: statistics.mean(r[key] for r in rounds[setup])
+                       for key in ("chars_per_s", "ttfc_median_ms", "ttfc_p90_ms")} for setup in SETUPS}
+    one, two = summary[SETUPS[0]], summary[SETUPS[1]]
+    return {"lstm_layer_sizes": list(layers), "rounds": rounds, "mean": summary,
+            "scale_out": two["chars_per_s"] / one["chars_per_s"],
+            "chars_per_s_per_core": one["chars_per_s"]}
+
+
+async def load(addr: str, model: str, prompts: list[str], plan: Plan, seconds: float) -> dict:
+    """``plan.streams`` concurrent Generate calls through ``addr`` for ``seconds``, each followed at once
+    by the next: characters received in the window per second, and each call's time to its first text."""
+    chars, firsts, calls = 0, [], 0
+    async with grpc.aio.insecure_channel(addr) as channel:
+        stub = textgen_pb2_grpc.TextGenStub(channel)
+        start = time.perf_counter()
+        end = start + seconds
+
+        async def worker(i: int) -> None:
+            nonlocal chars, calls
+            seed = i * 1000
+            while time.perf_counter() < end:
+                seed += 1
+                request = pb.GenerateRequest(model=model, prompt=prompts[i % len(prompts)],
+                                             length=plan.stream_chars, temperature=TEMPERATURE, seed=seed)
+                t0 = time.perf_counter()
+                first = None
+                call = stub.Generate(request)
+                async for response in call:
+                    now = time.perf_counter()
+                    if now > end:
+                        call.cancel()
+                        break
+                    if response.text:
+                        chars += len(response.text)
+                        if first is None:
+                            first = now - t0
+                calls += 1
+                if first is not None:
+                    firsts.append(first)
+
+        await asyncio.gather(*(worker(i) for i in range(plan.streams)))
+    firsts.sort()
+    return {"chars_per_s": chars / seconds, "calls": calls, "ttfc_median_ms": 1000 * statistics.median(firsts),
+            "ttfc_p90_ms": 1000 * firsts[int(0.9 * (len(firsts) - 1))]}
+
+
+def log(message: str) -> None:
+    print(f"[capacity] {message}", file=sys.stderr, flush=True)
+
+
+def report(out: dict) -> str:
+    plan = out["plan"]
+    lines = [
+        "# Capacity: one replica on one core against two replicas on one core each, behind the balancer",
+        "",
+        f"`python -m bench.capacity{' --quick' if out['quick'] else ''}`: {plan['streams']} concurrent seeded "
+        f"streams of {plan['stream_chars']} characters (each followed at once by the next) through nginx "
+        f"with deploy/lb/nginx.conf ({out['nginx']}), {plan['rounds']} alternating rounds of "
+        f"{plan['window_s']:.0f} s per setup after a {plan['warm_s']:.0f} s warm-up of each; replicas pinned with "
+        f"`taskset -c 0` / `-c 1`; the load generator and nginx unpinned (with two replicas they share the "
+        f"two cores with them). Machine: {out['machine']['cpus']} CPUs, {out['machine']['platform']}, "
+        f"load average before {out['machine']['load_before'][0]:.2f}; {out['seconds']:.0f} s in all.",
+        "",
+        "| model (LSTM sizes) | setup | characters/s | time to first chunk, median | p90 | two / one |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for size, found in out["sizes"].items():
+        for setup in SETUPS:
+            mean = found["mean"][setup]
+            ratio = f"**{found['scale_out']:.2f}x**" if setup == SETUPS[1] else ""
+            lines.append(f"| {size} ({','.join(map(str, found['lstm_layer_sizes']))}) | {setup} | "
+                         f"{mean['chars_per_s']:,.0f} | {mean['ttfc_median_ms']:.0f} ms | {mean['ttfc_p90_ms']:.0f} ms | {ratio} |")
+    lines += ["", "Rounds (characters/s):", ""]
+    for size, found in out["sizes"].items():
+        for setup in SETUPS:
+            lines.append(f"- {size}, {setup}: " + ", ".join(f"{r['chars_per_s']:,.0f}" for r in found["rounds"][setup]))
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
