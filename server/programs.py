@@ -117,7 +117,9 @@ class Functions:
     HOT = {"advance": 4, "start": 4}
 
     def __init__(self, model: ServedModel, compiler: Compiler | None):
-        self.model = model
+        # Not the model itself: a value that refers to its key would keep the weak-keyed caches above
+        # (and the engine's) from ever letting an unloaded model go.
+        self.sample_len = model.sample_len
         self.controls = model.controls
         self._graph = {"advance": model.functions.advance, "start": model.functions.start}
         self._compiler = compiler
@@ -135,7 +137,7 @@ class Functions:
 
     def _example_advance(self, rows: int, k: int) -> dict:
         """``advance``'s inputs for ``rows`` streams started from an empty prompt, ``k`` characters."""
-        sample_len = self.model.sample_len
+        sample_len = self.sample_len
         state = self._graph["start"](prompt=tf.zeros([1, sample_len], tf.int32), lengths=tf.ones([1], tf.int32))
         inputs = {name: tf.repeat(value, rows, axis=0) for name, value in state.items()}
         inputs.update(temperature=tf.ones([rows]), uniforms=tf.zeros([rows, k]))
@@ -146,7 +148,7 @@ class Functions:
     def start_windows(self, windows: list[np.ndarray]) -> dict:
         """State rows for prompt ``windows`` (int32 ids, each at most ``sample_len``), one row per
         window, each read (the prompt cache decides which windows need reading)."""
-        return self.start(*prompt_matrix(windows, self.model.sample_len))
+        return self.start(*prompt_matrix(windows, self.sample_len))
 
     def start(self, prompt: np.ndarray, lengths: np.ndarray) -> dict:
         """The bundle's ``start``: state rows for ``prompt``'s rows (int32 ``[rows, sample_len]``,

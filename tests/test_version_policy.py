@@ -3,12 +3,16 @@ one only when a call asks for it by number, and at most TEXTGEN_OLDER_VERSIONS o
 (least recently used out); "all" loads every version. Every complete version is listed either way."""
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
+import time
+import weakref
 
 import pytest
 
 from server.config import Settings, SettingsError
+from server.engine import Engine, SamplingParams
 from server.errors import ModelNotFound
 from server.store import ModelStore, ServedModel
 
@@ -120,6 +124,28 @@ def test_a_latest_that_does_not_load_leaves_the_one_below_it_latest(models_dir):
     try:
         assert store.get("m").version == 4 and store.versions("m") == [1, 2, 3, 4]
     finally:
+        store.close()
+
+
+@pytest.mark.parametrize("xla", [True, False], ids=["xla", "graph"])
+def test_an_unloaded_version_is_freed_after_serving_streams(models_dir, xla):
+    """Nothing the engine keeps per model version (its decode functions and XLA programs, its prompt
+    cache) holds an unloaded version in memory."""
+    store = ModelStore(models_dir, reload_seconds=3600, older_versions=0).start()
+    engine = Engine(xla=xla)
+    try:
+        model = store.get("m", 2)
+        streams = [engine.submit(model, "ROMEO:", SamplingParams(40, 0.5, seed=seed)) for seed in range(3)]
+        assert [len("".join(stream)) for stream in streams] == [40, 40, 40]
+        unloaded = weakref.ref(model)
+        del model, streams
+        deadline = time.monotonic() + 10
+        while unloaded() is not None and time.monotonic() < deadline:  # the batch retires on its own thread
+            gc.collect()
+            time.sleep(0.05)
+        assert unloaded() is None, gc.get_referrers(unloaded())
+    finally:
+        engine.shutdown(1.0)
         store.close()
 
 
