@@ -181,7 +181,7 @@ class ModelStore:
         with self._lock:
             listing = []
             for name, latest in sorted(self._latest.items()):
-                versions = [self._older.get((name, v), info) for v, info in sorted(self._versions[name].items())
+                versions = [self._older.get((name, v), info) for v, info in sorted(self._versions.get(name, {}).items())
                             if v < latest.version]
                 listing.append((name, versions + [latest]))
             return listing
@@ -199,7 +199,7 @@ class ModelStore:
             latest = self._latest.get(name)
             if latest is None or version in (0, latest.version):
                 return latest
-            info = self._versions[name].get(version)
+            info = self._versions.get(name, {}).get(version)
             if info is None or version > latest.version:
                 return None
             model = self._older.get((name, version))
@@ -218,7 +218,7 @@ class ModelStore:
                 model = self._try_load(info.name, info.version, info.path)
                 with self._lock:
                     if model is None:
-                        self._versions[info.name].pop(info.version, None)
+                        self._versions.get(info.name, {}).pop(info.version, None)
                     else:
                         self._keep(model)
             return model
@@ -277,7 +277,7 @@ class ModelStore:
             model = self._older.get((name, version)) or self._try_load(name, version, info.path)
             if model is None:
                 with self._lock:
-                    self._versions[name].pop(version, None)
+                    self._versions.get(name, {}).pop(version, None)
                 continue
             with self._lock:
                 self._older.pop((name, version), None)
@@ -288,14 +288,15 @@ class ModelStore:
         with self._lock:
             if name in self._versions and not self._versions[name]:
                 del self._versions[name]
+            latest = self._latest.get(name)
             todo = [info for info in self._versions.get(name, {}).values()
                     if self.older_versions is None and (name, info.version) not in self._older
-                    and info.version != self._latest[name].version]
+                    and latest is not None and info.version != latest.version]
         for info in todo:
             model = self._try_load(name, info.version, info.path)
             with self._lock:
                 if model is None:
-                    self._versions[name].pop(info.version, None)
+                    self._versions.get(name, {}).pop(info.version, None)
                 else:
                     self._keep(model)
 
@@ -303,7 +304,7 @@ class ModelStore:
         """Stop serving ``versions`` of ``name``; call with the lock held."""
         for version in sorted(versions):
             log.info("model %s version %d %s", name, version, why)
-            self._versions[name].pop(version, None)
+            self._versions.get(name, {}).pop(version, None)  # (a model deleted before a scan saw it)
             self._older.pop((name, version), None)
             if name in self._latest and self._latest[name].version == version:
                 del self._latest[name]

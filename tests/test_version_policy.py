@@ -80,6 +80,19 @@ def test_a_new_version_becomes_latest_and_the_old_latest_an_older_one(trained_bu
         store.close()
 
 
+def test_a_model_published_after_the_last_scan_can_be_deleted(trained_bundles, models_dir):
+    store = ModelStore(models_dir, reload_seconds=3600).start()
+    try:
+        shutil.copytree(trained_bundles["one"], models_dir / "new" / "1")  # not scanned yet
+        assert store.delete("new", all_versions=True) == [1]
+        shutil.copytree(trained_bundles["one"], models_dir / "new" / "1")
+        shutil.copytree(trained_bundles["one"], models_dir / "new" / "2")
+        assert store.delete("new", 2) == [2]
+        assert store.get("new").version == 1
+    finally:
+        store.close()
+
+
 def test_zero_older_versions_serves_each_request_and_keeps_only_the_latest(models_dir):
     store = ModelStore(models_dir, reload_seconds=3600, older_versions=0).start()
     try:

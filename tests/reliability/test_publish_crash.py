@@ -122,11 +122,11 @@ def test_sigkill_while_publishing_never_serves_a_broken_version(trained_bundles,
 
     # 2. Restart the server; a second publisher publishes back to back and is SIGKILLed at a random
     #    moment (always inside some publish) while a client keeps asking for the latest version.
-    server_b = ServerProcess(data_dir, tmp_path / "server-b.log", **env).start(wait=False)
-    second = Publisher(tmp_path, src, models_dir, count=100)
+    server_b = ServerProcess(data_dir, tmp_path / "server-b.log", **env).start()
+    second = None
     try:
-        server_b.wait_ready()
-        after_restart = served(server_b.address)
+        after_restart = served(server_b.address)  # before the second publisher can add a version
+        second = Publisher(tmp_path, src, models_dir, count=100)
         poller = Poller(server_b.address)
         poller.start()
         published = int(second.reader.wait_for("PUBLISHED ", 120).split()[1])
@@ -140,7 +140,8 @@ def test_sigkill_while_publishing_never_serves_a_broken_version(trained_bundles,
         poller.stop()
         final_b = served(server_b.address)
     finally:
-        second.kill()
+        if second is not None:
+            second.kill()
         server_b.stop()
 
     # 3. A fresh model store over the same folder: what any restarted server loads.
