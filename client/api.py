@@ -21,6 +21,7 @@ textgen.args, which import nothing else), grpc, tqdm and the standard library.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -197,6 +198,50 @@ class Client:
             return self._training.UploadCorpus(chunks(), metadata=self._metadata)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
+
+    def import_tfjs(self, model_json: str | os.PathLike, corpus: str = "", corpus_id: str = "",
+                    model_name: str = "") -> pb.ImportTfjsResponse:
+        """Import the original's model.json, its weights files beside it (as its weightsManifest names
+        them), with the text it was trained on (a built-in corpus or an upload id); served at once."""
+        path = Path(model_json)
+        try:
+            document = path.read_text(encoding="utf-8")
+            manifest = json.loads(document).get("weightsManifest") or []
+            files = [path.parent / Path(str(name)).name for group in manifest for name in group.get("paths") or []]
+            for file in files:
+                if not file.is_file():
+                    raise TextgenError("INVALID_ARGUMENT", f"the weights file {file} named by {path} is missing")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+            raise TextgenError("INVALID_ARGUMENT", f"cannot read {path} as a model.json: {exc}") from None
+
+        def chunks():
+            yield pb.ImportTfjsChunk(model_name=model_name, corpus=corpus or None, corpus_id=corpus_id or None,
+                                     model_json=document)
+            for file in files:
+                with file.open("rb") as handle:
+                    while data := handle.read(UPLOAD_CHUNK_BYTES):
+                        yield pb.ImportTfjsChunk(weights=data)
+
+        try:
+            return self._training.ImportTfjs(chunks(), metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def export_tfjs(self, model: str, out: str | os.PathLike, version: int = 0, corpus: str = "",
+                    corpus_id: str = "") -> Path:
+        """Write ``model`` as ``out/model.json`` and ``out/weights.bin`` (TensorFlow.js's layers format);
+        with a corpus, its charset in the original's order for that text. Returns the model.json path."""
+        request = _message(pb.ExportTfjsRequest, model=model, version=version, corpus=corpus or None,
+                           corpus_id=corpus_id or None)
+        try:
+            chunks = list(self._textgen.ExportTfjs(request, metadata=self._metadata, timeout=UNARY_TIMEOUT_S))
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "weights.bin").write_bytes(b"".join(chunk.weights for chunk in chunks))
+        (out / "model.json").write_text(chunks[0].model_json, encoding="utf-8")
+        return out / "model.json"
 
     # ---- plumbing ------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import sys
 import time
 
 from client.api import Client, TextgenError
+from client.progress import follow, state_name
 from textgen import schema
 from textgen.args import Parser, UsageError, add_option_flags
 from textgen.v1 import textgen_pb2 as pb
@@ -98,6 +99,17 @@ def _generation_commands(command) -> None:
 
 def _model_commands(command) -> None:
     command("models", help="list models")
+    imp = command("import-tfjs", help="import the original's model.json (TensorFlow.js) as a model")
+    imp.add_argument("corpus", metavar="CORPUS_OR_FILE",
+                     help="the text the model was trained on (the original saves no charset): a built-in corpus, "
+                          "an upload id, or a local file (uploaded first)")
+    imp.add_argument("model_json", metavar="MODEL_JSON", help="model.json, its weights file(s) beside it")
+    imp.add_argument("--name", required=True, help="publish under this model name")
+    exp = command("export-tfjs", help="download a model as the original's model.json + weights.bin")
+    exp.add_argument("model", metavar="MODEL[:VERSION]")
+    exp.add_argument("--out", required=True, help="folder to write model.json and weights.bin into")
+    exp.add_argument("--charset-order", default="", metavar="CORPUS_OR_FILE",
+                     help="the original's charset order for this text, so its `yarn gen CORPUS model.json` reads it")
     delete = command("delete", help="delete a model version, or all of them")
     delete.add_argument("model")
     which = delete.add_mutually_exclusive_group(required=True)
@@ -130,7 +142,7 @@ def cmd_watch(client: Client, args) -> int:
 
 
 def cmd_jobs(client: Client, args) -> int:
-    rows = [(j.id, _state(j.state), j.model_name + (f" v{j.model_version}" if j.model_version else ""), j.corpus,
+    rows = [(j.id, state_name(j.state), j.model_name + (f" v{j.model_version}" if j.model_version else ""), j.corpus,
              f"{j.epoch}/{j.epochs}", _loss(j.loss), _loss(j.val_loss), str(j.attempts or ""), _when(j.enqueued_at),
              j.error)
             for j in client.list_jobs(args.limit)]
@@ -140,7 +152,7 @@ def cmd_jobs(client: Client, args) -> int:
 
 def cmd_cancel(client: Client, args) -> int:
     job = client.cancel_job(args.job_id)
-    state = _state(job.state)
+    state = state_name(job.state)
     if state == "cancelled":
         print(f"job {job.id} cancelled")
     else:
@@ -216,6 +228,30 @@ def cmd_upload(client: Client, args) -> int:
     return 0
 
 
+def cmd_import_tfjs(client: Client, args) -> int:
+    corpus, corpus_id = _corpus_source(client, args.corpus)
+    done = client.import_tfjs(args.model_json, corpus=corpus, corpus_id=corpus_id, model_name=args.name)
+    print(f"imported {args.model_json} as {done.model_name} version {done.model_version} ({done.charset_size} "
+          f"characters, windows of {done.sample_len}, LSTM {','.join(map(str, done.lstm_layer_sizes))})")
+    return 0
+
+
+def cmd_export_tfjs(client: Client, args) -> int:
+    name, version = _model_ref(args.model)
+    corpus, corpus_id = _corpus_source(client, args.charset_order) if args.charset_order else ("", "")
+    path = client.export_tfjs(name, args.out, version=version, corpus=corpus, corpus_id=corpus_id)
+    print(f"wrote {path} and {path.parent / 'weights.bin'}")
+    return 0
+
+
+def _model_ref(spec: str) -> tuple[str, int]:
+    """NAME or NAME:VERSION as (name, version); 0 is the latest."""
+    name, _, version = spec.partition(":")
+    if version and not version.isdigit():
+        raise UsageError(f"a model is NAME or NAME:VERSION, got {spec!r}")
+    return name, int(version or 0)
+
+
 def cmd_delete(client: Client, args) -> int:
     if not args.all and args.version < 1:
         raise UsageError(f"--version must be a version number >= 1, got {args.version}")
@@ -226,123 +262,23 @@ def cmd_delete(client: Client, args) -> int:
 
 COMMANDS = {"submit-train": cmd_submit_train, "watch": cmd_watch, "jobs": cmd_jobs, "cancel": cmd_cancel,
             "generate": cmd_generate, "score": cmd_score, "models": cmd_models, "corpora": cmd_corpora, "upload": cmd_upload,
-            "delete": cmd_delete}
-
-
-# ---- following a job --------------------------------------------------------------------------------
-
-
-def follow(client: Client, job_id: str) -> str:
-    """Show a job's events (a progress bar on stderr, epoch lines on stdout) until it ends; returns
-    its final state ("finished", "failed", "cancelled")."""
-    progress = Progress(client.get_job(job_id).options.time_budget_minutes)
-    try:
-        for event in client.watch_job(job_id):
-            outcome = progress.show(event)
-            if outcome:
-                return outcome
-    finally:
-        progress.close()
-    return _state(client.get_job(job_id).state)
-
-
-class Progress:
-    """One tqdm bar over all of a job's batches (epoch, loss, ETA) and a line per epoch; for a job
-    with a time budget, a bar over its minutes (the budget, not the epochs, ends it)."""
-
-    def __init__(self, budget_minutes: float = 0.0):
-        self.bar = None
-        self.epochs = self.batches = 0
-        self.budget_s = budget_minutes * 60
-        self.began = 0.0
-
-    def show(self, event) -> str | None:
-        kind = event.WhichOneof("event")
-        e = getattr(event, kind)
-        if kind == "queued":
-            self._line("queued: waiting for a worker")
-        elif kind == "started":
-            self.epochs, self.batches = e.epochs, e.batches_per_epoch
-            note = f", resuming after epoch {e.resumed_from_epoch}" if e.resumed_from_epoch else ""
-            self._line(f"started (attempt {e.attempt}{note})")
-            self._open(e.resumed_from_epoch * self.batches)
-        elif kind == "batch":
-            if self.bar is None:
-                self.epochs, self.batches = self.epochs or 1, e.batches
-                self._open((e.epoch - 1) * e.batches)
-            self.bar.set_description_str(f"epoch {e.epoch}{self._of_epochs()}", refresh=False)
-            self.bar.set_postfix_str(f"loss {e.loss:.4f}", refresh=False)
-            if self.budget_s:
-                self.bar.update(min(time.monotonic() - self.began, self.budget_s) - self.bar.n)
-            else:
-                self.bar.update((e.epoch - 1) * e.batches + e.batch - self.bar.n)
-        elif kind == "epoch":
-            val = f"{e.val_loss:.4f} ({e.bits_per_char:.3f} bits/char)" if e.val_loss else "n/a"
-            self._line(f"epoch {e.epoch}{self._of_epochs()}: loss {e.loss:.4f}, validation loss {val}, "
-                       f"{e.examples_per_second:,.0f} examples/s")
-            for sample in e.samples:
-                self._line(f"  [temperature {sample.temperature:g}] {sample.text!r}")
-        elif kind == "checkpoint":
-            pass
-        elif kind == "finished":
-            self.close()
-            self._line(f"finished: model {e.model_name} version {e.model_version}")
-            return "finished"
-        elif kind == "failed":
-            self.close()
-            print(f"error: the job failed: {' '.join(e.reason.split())}", file=sys.stderr)
-            return "failed"
-        elif kind == "cancelled":
-            self.close()
-            self._line("cancelled: nothing was published")
-            return "cancelled"
-        return None
-
-    def _of_epochs(self) -> str:
-        return "" if self.budget_s else f"/{self.epochs}"
-
-    def _open(self, done: int) -> None:
-        from tqdm import tqdm
-
-        self.close()
-        if self.budget_s:  # seconds since the job started, against its budget
-            self.began = time.monotonic()
-            self.bar = tqdm(disable=None, total=self.budget_s, unit="s", file=sys.stderr, dynamic_ncols=True,
-                            leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s {postfix}")
-            return
-        self.bar = tqdm(disable=None, total=max(self.epochs * self.batches, 1), initial=done, unit="batch", file=sys.stderr,
-                        dynamic_ncols=True, leave=False, desc=f"epoch {done // max(self.batches, 1) + 1}/{self.epochs}")
-
-    def _line(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stdout)
-        else:
-            print(text, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+            "delete": cmd_delete, "import-tfjs": cmd_import_tfjs, "export-tfjs": cmd_export_tfjs}
 
 
 # ---- helpers ----------------------------------------------------------------------------------------
 
 
 def _corpus_source(client: Client, spec: str) -> tuple[str, str]:
-    """(corpus, corpus_id) for --corpus: a local file is uploaded first."""
+    """(corpus, corpus_id) for a corpus argument: a local file is uploaded first."""
     if os.path.isfile(spec) or "/" in spec or os.sep in spec:
         if not os.path.isfile(spec):
-            raise UsageError(f"--corpus {spec!r} looks like a file path but there is no such file")
+            raise UsageError(f"{spec!r} looks like a file path but there is no such file")
         uploaded = client.upload_corpus(spec)
         print(f"uploaded {spec} as {uploaded.id}", file=sys.stderr)
         return "", uploaded.id
     if UPLOAD_ID.fullmatch(spec):
         return "", spec
     return spec, ""
-
-
-def _state(value: int) -> str:
-    return pb.JobState.Name(value).removeprefix("JOB_STATE_").lower()
 
 
 def _loss(value: float) -> str:

@@ -20,7 +20,7 @@ from server.redis_link import RedisLink
 from textgen import bundle, config
 from textgen import jobs as record
 from textgen.models_dir import ModelsDir, NoSuchModel, NoSuchVersion
-from textgen.options import CharsetMismatch, OptionError, TextTooShort, TrainConfig, run_config
+from textgen.options import OptionError, TextTooShort, TrainConfig, run_config
 
 MAX_RETRIES = record.MAX_ATTEMPTS - 1  # runs again after its worker died, resuming from its checkpoint
 JOB_TIMEOUT_SECONDS = 7 * 24 * 3600
@@ -60,7 +60,7 @@ class Jobs:
         """
         spec = self.corpora.spec(corpus, corpus_id)
         try:
-            cfg = TrainConfig.from_dict(dict(options or {}))
+            cfg = TrainConfig.from_dict(dict(options or {}), continuing=bool(from_model))
         except (OptionError, TypeError) as exc:
             raise BadRequest(f"bad training options: {exc}") from None
         parent = self._parent_model(from_model, from_version)
@@ -119,10 +119,7 @@ class Jobs:
             except bundle.BundleError as exc:
                 raise ModelNotFound(f"model {parent[0]!r} version {parent[1]} cannot be read: {exc}") from None
         try:
-            return run_config(cfg, self.corpora.local_text(spec), meta, corpus=f"corpus {shown(spec)}",
-                              model=f"model {parent[0]!r} version {parent[1]}" if parent else "the model")
-        except CharsetMismatch as exc:
-            raise PreconditionFailed(str(exc)) from None
+            return run_config(cfg, self.corpora.local_text(spec), meta, corpus=f"corpus {shown(spec)}")
         except TextTooShort as exc:
             raise BadRequest(str(exc)) from None
         except OptionError as exc:

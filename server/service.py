@@ -6,7 +6,8 @@ them at once, "latest" included, not at their next rescan."""
 from __future__ import annotations
 
 from server import engine as engine_module
-from server import metrics, scoring
+from server import metrics, scoring, tfjs_models
+from server.corpora import Corpora
 from server.engine import Engine, SamplingParams
 from server.errors import request_errors
 from server.store import ModelStore, ServedModel
@@ -18,10 +19,12 @@ STOP_REASONS = {engine_module.LENGTH: pb.STOP_REASON_LENGTH, engine_module.SHUTD
 
 
 class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
-    def __init__(self, store: ModelStore, engine: Engine, max_score_chars: int = 100_000):
+    def __init__(self, store: ModelStore, engine: Engine, max_score_chars: int = 100_000,
+                 corpora: Corpora | None = None):
         self.store = store
         self.engine = engine
         self.max_score_chars = max_score_chars
+        self.corpora = corpora or Corpora()
 
     def Generate(self, request, context):
         with request_errors(context):
@@ -66,6 +69,15 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
     def GetModel(self, request, context):
         with request_errors(context):
             return model_info(self.store.get(request.model, request.version, fresh=True))
+
+    def ExportTfjs(self, request, context):
+        with request_errors(context):
+            model = self.store.get(request.model, request.version, fresh=True)
+            parts = tfjs_models.export_tfjs(model.path, self.corpora, request.corpus, request.corpus_id)
+            first = next(parts)  # errors surface before the stream starts
+        yield pb.TfjsChunk(model_json=first[0])
+        for _document, weights in parts:
+            yield pb.TfjsChunk(weights=weights)
 
     def DeleteModel(self, request, context):
         with request_errors(context):

@@ -1,6 +1,7 @@
 """The Training gRPC service: a thin adapter from requests to server.jobs.Jobs and server.corpora.Corpora."""
 from __future__ import annotations
 
+from server import tfjs_models
 from server.corpora import Corpora
 from server.errors import request_errors
 from server.jobs import Jobs
@@ -19,14 +20,14 @@ def register(grpc_server, settings, store=None):
     corpora = Corpora(settings.max_upload_bytes)
     jobs = Jobs(redis_url=settings.redis_url, models_dir=settings.models_dir, on_published=on_published,
                 corpora=corpora)
-    servicer = TrainingServicer(jobs, corpora)
+    servicer = TrainingServicer(jobs, corpora, on_published)
     textgen_pb2_grpc.add_TrainingServicer_to_server(servicer, grpc_server)
     return servicer
 
 
 class TrainingServicer(textgen_pb2_grpc.TrainingServicer):
-    def __init__(self, jobs: Jobs, corpora: Corpora):
-        self.jobs, self.corpora = jobs, corpora
+    def __init__(self, jobs: Jobs, corpora: Corpora, on_published=None):
+        self.jobs, self.corpora, self.on_published = jobs, corpora, on_published
 
     def SubmitTrain(self, request, context):
         with request_errors(context):
@@ -60,6 +61,12 @@ class TrainingServicer(textgen_pb2_grpc.TrainingServicer):
     def UploadCorpus(self, request_iterator, context):
         with request_errors(context):
             return pb.Corpus(**self.corpora.upload((chunk.name, chunk.data) for chunk in request_iterator))
+
+    def ImportTfjs(self, request_iterator, context):
+        with request_errors(context):
+            return pb.ImportTfjsResponse(**tfjs_models.import_tfjs(
+                request_iterator, self.corpora, self.jobs.models.root, self.corpora.max_upload_bytes,
+                self.on_published))
 
     def close(self) -> None:
         """Nothing to release: the Redis pool closes with the process."""

@@ -358,7 +358,7 @@ def foreign_upload(stack):
     ({"corpus": "tfjs-code", "options": {"objective": "every"}}, "INVALID_ARGUMENT", "objective must be one of"),
     ({"corpus": "tfjs-code", "options": {"lstm_layer_sizes": [4096] * 8}}, "INVALID_ARGUMENT", "parameters"),
     ({"corpus": "tfjs-code", "options": {"recipe": "turbo"}}, "INVALID_ARGUMENT",
-     "recipe must be one of original, fast, got 'turbo'"),
+     "recipe must be one of original, fast, finetune, got 'turbo'"),
     ({"corpus": "tfjs-code", "options": {"optimizer": "sgd"}}, "INVALID_ARGUMENT",
      "optimizer must be one of rmsprop, adam, adamw, got 'sgd'"),
     ({"corpus": "tfjs-code", "model_name": "Bad Name"}, "INVALID_ARGUMENT", "invalid model name"),

@@ -94,7 +94,7 @@ def test_bad_recipe_options_are_named(change, message):
 
 
 def test_an_unknown_recipe_is_named_with_the_known_ones():
-    with pytest.raises(OptionError, match=r"^recipe must be one of original, fast, got 'turbo'$"):
+    with pytest.raises(OptionError, match=r"^recipe must be one of original, fast, finetune, got 'turbo'$"):
         TrainConfig.from_dict({"recipe": "turbo"})
 
 

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from textgen import bundle
 from textgen.charset import Charset, CharsetError
-from textgen.options import CharsetMismatch, OptionError, TrainConfig
+from textgen.options import OptionError, TrainConfig
 from textgen.sampling import Uniforms, sample_ids
 from trainer import export
 from trainer.decode import PipelinedDecoder
@@ -194,13 +194,6 @@ def test_save_load_and_continue_round_trip_exactly(text, tmp_path):
     assert continued.meta["epochs"] == 2 and continued.meta["lstm_layer_sizes"] == [16]
     assert continued.meta["parent"]["path"] == str(path)
     assert not np.array_equal(continued.model(ids).numpy(), loaded(ids).numpy())
-
-
-def test_continuing_on_text_with_new_characters_names_them(text, tiny_lstm8, tmp_path):
-    result = tiny_lstm8
-    path = export.save_to_path(result.model, result.meta, tmp_path / "m")
-    with pytest.raises(CharsetMismatch, match=r"'~' \(U\+007E\)"):
-        train(text + "~~", TrainConfig(**TINY), init_from=path)
 
 
 def test_both_objectives_serve_the_same_way(text):

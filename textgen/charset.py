@@ -34,6 +34,10 @@ class Charset:
     def __contains__(self, char: str) -> bool:
         return char in self._index
 
+    def grown(self, text: str) -> "Charset":
+        """This charset with the characters of ``text`` it lacks (a fine-tuned model's charset)."""
+        return Charset(self.chars + self.missing(text))
+
     def missing(self, text: str) -> str:
         """The characters of ``text`` this charset lacks, sorted, each once."""
         return "".join(sorted(set(text) - self._index.keys()))

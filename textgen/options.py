@@ -14,7 +14,7 @@ import dataclasses
 import math
 
 from textgen import schema
-from textgen.charset import Charset, describe_chars
+from textgen.charset import Charset
 
 _DEFAULTS = schema.defaults()  # the proto's (option).default of each option
 
@@ -67,7 +67,17 @@ RECIPES = {
         {"objective": "all", "lr_schedule": "cosine", "warmup_steps": 300, "clip_norm": 1.0, "dropout": 0.2,
          "batch_size": 32, "lstm_layer_sizes": (224, 224)},
     ),
+    "finetune": Recipe(
+        "for a trained model (--from; the default there): every position of each window (--objective all), "
+        "RMSprop at a peak of 2e-3 (--learning-rate 0.002, a fifth of the fast recipe's), no warmup "
+        "(--warmup-steps 0: the weights are already good), decayed to a tenth over the run on a cosine "
+        "(--lr-schedule cosine), gradients clipped to a global norm of 1 (--clip-norm 1), dropout 0.1, "
+        "in batches of 32; the layer sizes and sample length are the parent's.",
+        {"objective": "all", "lr_schedule": "cosine", "warmup_steps": 0, "learning_rate": 0.002, "clip_norm": 1.0,
+         "dropout": 0.1, "batch_size": 32},
+    ),
 }
+FINETUNE_RECIPE = "finetune"  # the default recipe of a run that continues a model
 DEFAULT_RECIPE = _DEFAULTS["recipe"]
 if set(RECIPES) != set(schema.option("recipe").choices):
     raise RuntimeError("the recipes in textgen/options.py and the recipe choices in the proto differ")
@@ -75,10 +85,6 @@ if set(RECIPES) != set(schema.option("recipe").choices):
 
 class OptionError(ValueError):
     """A training option outside what is allowed."""
-
-
-class CharsetMismatch(OptionError):
-    """Continuing a model on text with characters the model does not have."""
 
 
 class TextTooShort(OptionError):
@@ -167,9 +173,10 @@ class TrainConfig:
         return cls(**settings)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict, continuing: bool = False) -> "TrainConfig":
         """From JSON data (a job's options, meta.json's ``training``): a ``recipe`` key applies that
-        recipe's settings under the other keys; unknown keys raise OptionError."""
+        recipe's settings under the other keys; unknown keys raise OptionError. Without a recipe, the
+        default one: the original's, or ``finetune`` when ``continuing`` a trained model."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -177,7 +184,7 @@ class TrainConfig:
         d = dict(d)
         if "lstm_layer_sizes" in d:
             d["lstm_layer_sizes"] = tuple(d["lstm_layer_sizes"])
-        recipe = d.pop("recipe", DEFAULT_RECIPE)
+        recipe = d.pop("recipe", None) or (FINETUNE_RECIPE if continuing else DEFAULT_RECIPE)
         if not isinstance(recipe, str):
             raise OptionError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r:.80}")
         return cls.from_recipe(recipe, **d)
@@ -194,10 +201,11 @@ def run_config(config: TrainConfig, text: str | None = None, parent: dict | None
     """The options a run trains with, every value checked: the one check of a training request.
 
     ``parent``: the meta.json of the model a run continues. A continued model keeps its layer sizes
-    and sample length (``config``'s are ignored), and ``text`` must be made of its characters. With
-    ``text`` (None: not at hand, as at a server that has not fetched a built-in corpus), the model's
-    size is checked for its charset and the text must be long enough for one window. ``corpus`` and
-    ``model`` name the two in messages. Raises OptionError, CharsetMismatch or TextTooShort (both OptionErrors).
+    and sample length (``config``'s are ignored); its charset grows by the characters of ``text`` it
+    lacks (``Charset.grown``). With ``text`` (None: not at hand, as at a server that has not fetched a
+    built-in corpus), the model's size is checked for its charset and the text must be long enough
+    for one window. ``corpus`` names the text in messages. Raises OptionError, or TextTooShort (an
+    OptionError).
     """
     charset = None
     if parent is not None:
@@ -205,11 +213,8 @@ def run_config(config: TrainConfig, text: str | None = None, parent: dict | None
         config = dataclasses.replace(config, lstm_layer_sizes=tuple(parent.get("lstm_layer_sizes") or
                                                                     config.lstm_layer_sizes),
                                      sample_len=int(parent["sample_len"]))
-        missing = charset.missing(text) if text is not None else ""
-        if missing:
-            raise CharsetMismatch(
-                f"{corpus} has {len(missing)} characters that {model} was not trained on: "
-                f"{describe_chars(missing)}; continue on text made of the model's characters, or train a new model")
+        if text is not None:
+            charset = charset.grown(text)
     elif text is not None:
         charset = Charset.of_text(text)
     config.validate(charset_size=len(charset) if charset is not None else None)

@@ -51,6 +51,35 @@ def build_parser() -> argparse.ArgumentParser:
     flag(gen, "seed", type=integer, default=None, help="the same seed gives the same text")
     flag(gen, "gpu", action="store_true", help="require a GPU")
 
+    base = commands.add_parser("base-model", help="retrain the shipped base model (base-english) from scratch",
+                               description="Train the base model with its recorded recipe on its recorded texts "
+                                           "(their sha256 checked) and write it where the project ships it.")
+    flag(base, "corpora", default=None, help="folder with nietzsche.txt and tinyshakespeare.txt "
+                                             "(default $TEXTGEN_BASE_CORPORA, else ../shared/corpora)")
+    flag(base, "out", default=None, help="write model.keras and meta.json here (default trainer/base/english)")
+    flag(base, "minutes", type=number, default=None, help="minutes of training (default: the recorded 25)")
+    install = commands.add_parser("install-base", help="install the base model as base-english if absent",
+                                  description="Publish the shipped base model into $TEXTGEN_DATA_DIR/models as "
+                                              "NAME, unless a model of that name exists or was ever installed.")
+    flag(install, "name", default="base-english", help="the model name (default %(default)s)")
+
+    imp = commands.add_parser("import-tfjs", help="import the original's model.json (TensorFlow.js) as a model",
+                              description="Make a textgen model of a TensorFlow.js layers model (model.json and its "
+                                          "weights file beside it, as the original's --savePath writes them). The "
+                                          "original saves no charset: give the text it was trained on.")
+    imp.add_argument("corpus", help="the text the model was trained on: a built-in corpus or a file")
+    imp.add_argument("model_json", metavar="MODEL_JSON", help="path to model.json")
+    flag(imp, "name", required=True, help="publish as $TEXTGEN_DATA_DIR/models/NAME/<next version>/")
+    exp = commands.add_parser("export-tfjs", help="write a model as the original's model.json + weights.bin",
+                              description="Write a model in TensorFlow.js's layers format, as tfjs-node's "
+                                          "model.save('file://DIR') does, for tf.loadLayersModel or the original's "
+                                          "yarn gen.")
+    exp.add_argument("model", help="a model: NAME[:VERSION] in the store, or a bundle path")
+    flag(exp, "out", required=True, help="the folder to write model.json and weights.bin into")
+    flag(exp, "charset-order", default=None, metavar="CORPUS_OR_FILE",
+         help="order the charset as the original does for this text (its first appearances), so that the "
+              "original's `yarn gen CORPUS model.json` reads it; the text's characters must be the model's")
+
     worker = commands.add_parser("worker", help="run an RQ worker for training jobs")
     worker.add_argument("worker_args", nargs=argparse.REMAINDER)
     return parser
@@ -99,7 +128,7 @@ def train_config(args):
     from textgen.options import TrainConfig
 
     options = {name: getattr(args, name) for name in schema.NAMES if getattr(args, name) is not None}
-    return TrainConfig.from_dict(options)
+    return TrainConfig.from_dict(options, continuing=bool(getattr(args, "init_from", None)))
 
 
 def cmd_train(args) -> int:
@@ -222,6 +251,58 @@ def cmd_gen(args) -> int:
     return 0
 
 
+def cmd_base_model(args) -> int:
+    from trainer import base_model
+
+    corpora = Path(args.corpora) if args.corpora else base_model.default_corpora_dir()
+    out = Path(args.out) if args.out else base_model.SHIPPED
+
+    def on_event(event):
+        if event["type"] == "epoch":
+            print(f"epoch {event['epoch']} ({event['train_seconds'] / 60:.1f} min): validation loss "
+                  f"{event['val_loss']:.4f}, {event['examples_per_second']:,.0f} examples/s", file=sys.stderr)
+
+    meta = base_model.build(corpora, out, on_event, args.minutes)
+    print(f"wrote the base model to {out}: validation loss {meta['val_loss']:.4f} after "
+          f"{meta['train_seconds'] / 60:.1f} minutes", file=sys.stderr)
+    return 0
+
+
+def cmd_install_base(args) -> int:
+    from textgen import bundle, config
+    from trainer import base_model
+
+    bundle.validate_name(args.name)
+    version = base_model.install(config.models_dir(), args.name)
+    print(f"installed {args.name} version {version}" if version else
+          f"{args.name} is already in {config.models_dir()} (or was installed and deleted): left as it is",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_import_tfjs(args) -> int:
+    from textgen import config
+    from trainer import tfjs
+
+    doc, weights = tfjs.read_files(Path(args.model_json))
+    path, version = tfjs.publish_imported(doc, weights, args.corpus, args.name, config.models_dir())
+    print(f"imported {args.model_json} as {args.name} version {version} at {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_export_tfjs(args) -> int:
+    from textgen import bundle, corpus
+    from trainer import export, tfjs
+
+    path = resolve_model(args.model)
+    order = corpus.load_corpus(args.charset_order).text if args.charset_order else None
+    tfjs.charset_order(bundle.read_meta(path), order)  # a text that does not fit: said before Keras loads
+    model, meta = export.load_keras(path)
+    path = tfjs.export_model(model, meta, Path(args.out), order)
+    print(f"wrote {path} and {path.parent / tfjs.WEIGHTS_FILE}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["worker"]:  # the worker owns its flags and its own errors
@@ -230,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         return worker.main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
-        return {"train": cmd_train, "gen": cmd_gen}[args.command](args)
+        return {"train": cmd_train, "gen": cmd_gen, "base-model": cmd_base_model, "install-base": cmd_install_base,
+                "import-tfjs": cmd_import_tfjs, "export-tfjs": cmd_export_tfjs}[args.command](args)
     except UsageError as exc:
         print(f"error: {exc} (see python -m trainer {argv[0] if argv else ''} --help)", file=sys.stderr)
         return EXIT_USAGE
@@ -238,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: nothing was saved", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - every error a user can cause ends here as one line
-        from trainer.training import describe_failure
+        from trainer.failures import describe_failure
 
         message = describe_failure(exc)
         if message is None:

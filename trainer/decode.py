@@ -18,6 +18,7 @@ to the original's ``predict`` and stays usable without this project's server.
 """
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
 from keras import layers
 
@@ -34,6 +35,11 @@ class PipelinedDecoder:
         self.units = [layer.units for layer in self._lstms]
         self.state_size = 2 * sum(self.units)
         self.charset_size = int(self._dense.units)
+        # Each layer's (activation, recurrent activation): tf.tanh and tf.sigmoid for Keras' defaults
+        # (the ops every model used before imported ones), else the layer's own (a TensorFlow.js model's).
+        self._activations = [(tf.tanh if l.cell.activation is keras.activations.tanh else l.cell.activation,
+                              tf.sigmoid if l.cell.recurrent_activation is keras.activations.sigmoid
+                              else l.cell.recurrent_activation) for l in self._lstms]
 
     # -- one step -----------------------------------------------------------------------------
     def _weights(self):
@@ -68,8 +74,9 @@ class PipelinedDecoder:
                 flat_below = tf.reshape(below, [-1, self.units[i - 1]])
                 z = z + tf.reshape(tf.matmul(flat_below, kernel), [batch, self.sample_len, 4 * units]) + bias
             gate_i, gate_f, gate_c, gate_o = tf.split(z, 4, axis=-1)  # Keras' gate order
-            c = tf.sigmoid(gate_f) * c + tf.sigmoid(gate_i) * tf.tanh(gate_c)
-            h = tf.sigmoid(gate_o) * tf.tanh(c)
+            act, rec = self._activations[i]
+            c = rec(gate_f) * c + rec(gate_i) * act(gate_c)
+            h = rec(gate_o) * act(c)
             new_hc.append((h, c))
             below = h
         read = tf.one_hot(phase, self.sample_len, dtype=tf.float32)  # [batch, sample_len]

@@ -13,6 +13,7 @@ LSTM trained faster on a CPU (``trainer.sequence_lstm``); the serving model neve
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from textgen.options import LSTM_LAYER_SIZES, TrainConfig
@@ -21,15 +22,31 @@ from trainer.sequence_lstm import SequenceLSTM
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with native bfloat16 arithmetic
 
 
+@keras.saving.register_keras_serializable(package="textgen", name="tfjs_hard_sigmoid")
+def tfjs_hard_sigmoid(x):
+    """TensorFlow.js's ``hardSigmoid`` (its LSTM's default recurrent activation), as tf.js computes it:
+    ``clip(0.2 x + 0.5, 0, 1)``; Keras 3's ``hard_sigmoid`` is another function (``relu6(x + 3) / 6``)."""
+    return ops.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+
+# The LSTM activations a model may have, by their TensorFlow.js (and Keras 2) names.
+ACTIVATIONS = {"tanh": keras.activations.tanh, "sigmoid": keras.activations.sigmoid,
+               "hard_sigmoid": tfjs_hard_sigmoid, "relu": keras.activations.relu,
+               "linear": keras.activations.linear, "softsign": keras.activations.softsign}
+DEFAULT_ACTIVATIONS = ("tanh", "sigmoid")  # (activation, recurrent activation): Keras' and cuDNN's
+
+
 def build_model(charset_size: int, lstm_layer_sizes=LSTM_LAYER_SIZES, all_positions: bool = False,
-                dropout: float = 0.0, precision: str = "float32", sequence_kernel: bool = False):
+                dropout: float = 0.0, precision: str = "float32", sequence_kernel: bool = False,
+                activations=None):
     """A fresh model; layer names are fixed so weights move between the two output shapes.
 
     ``dropout`` > 0 puts a Dropout layer after each LSTM, the last included (before the softmax;
     active in training only; it has no weights, so the serving model simply leaves it out). ``precision="bfloat16"`` computes the LSTMs
     in bfloat16 with float32 weights (Keras' mixed_bfloat16); the softmax stays float32.
     ``sequence_kernel``: ``SequenceLSTM`` layers instead of Keras' LSTM (the same weights and results;
-    for training only).
+    for training only). ``activations``: per LSTM layer, (activation, recurrent activation) by their
+    names in ``ACTIVATIONS`` (an imported TensorFlow.js model's); None: Keras' defaults.
     """
     lstm = SequenceLSTM if sequence_kernel else layers.LSTM
     lstm_dtype = "mixed_bfloat16" if precision == "bfloat16" else None
@@ -43,7 +60,9 @@ def build_model(charset_size: int, lstm_layer_sizes=LSTM_LAYER_SIZES, all_positi
         last = i == len(lstm_layer_sizes) - 1
         # Default activations, no recurrent dropout, no mask: the conditions for the cuDNN kernel on a
         # GPU. Dropout between layers acts on the outputs only, which keeps them.
-        x = lstm(units, return_sequences=all_positions or not last, name=f"lstm_{i}", dtype=lstm_dtype)(x)
+        activation, recurrent = activations[i] if activations else DEFAULT_ACTIVATIONS
+        x = lstm(units, return_sequences=all_positions or not last, name=f"lstm_{i}", dtype=lstm_dtype,
+                 activation=ACTIVATIONS[activation], recurrent_activation=ACTIVATIONS[recurrent])(x)
         if dropout > 0:
             x = layers.Dropout(dropout, name=f"dropout_{i}")(x)
     probs = layers.Dense(charset_size, activation="softmax", name="next_char", dtype="float32")(x)
@@ -94,6 +113,19 @@ def lstm_layer_sizes(model) -> list[int]:
     return [layer.units for layer in model.layers if isinstance(layer, layers.LSTM)]
 
 
+def lstm_activations(model) -> list[tuple[str, str]] | None:
+    """Each LSTM layer's (activation, recurrent activation) names, or None when all are Keras' defaults."""
+    names = {fn: name for name, fn in ACTIVATIONS.items()}
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, layers.LSTM):
+            pair = (layer.cell.activation, layer.cell.recurrent_activation)
+            if any(fn not in names for fn in pair):
+                raise ValueError(f"layer {layer.name} has an activation textgen does not know: {pair}")
+            found.append((names[pair[0]], names[pair[1]]))
+    return None if all(pair == DEFAULT_ACTIVATIONS for pair in found) else found
+
+
 def charset_size(model) -> int:
     return int(model.get_layer("next_char").units)
 
@@ -114,9 +146,50 @@ def with_objective(model, all_positions: bool, dropout: float = 0.0, precision: 
             == (all_positions, dropout > 0, precision == "bfloat16", sequence_kernel)):
         if not has_dropout or all(layer.rate == dropout for layer in model.layers if isinstance(layer, layers.Dropout)):
             return model
-    other = build_model(charset_size(model), sizes, all_positions, dropout, precision, sequence_kernel)
+    other = build_model(charset_size(model), sizes, all_positions, dropout, precision, sequence_kernel,
+                        lstm_activations(model))
     other.set_weights(model.get_weights())
     return other
+
+
+NEW_CHAR_LOGIT_GAP = 20.0  # a new character's first logit, below the least "most likely" logit seen
+
+
+def grow_charset(model, old_chars: str, new_chars: str, probe_ids: np.ndarray):
+    """``model`` (serving shape) for the larger charset ``new_chars`` (sorted, a superset of
+    ``old_chars``), every learned weight kept.
+
+    A new character's input row (its row of the first LSTM's kernel) is the mean of the old rows: it
+    enters as an average character, not as silence. Its output unit has a zero kernel column and a
+    bias ``NEW_CHAR_LOGIT_GAP`` nats below the smallest top logit the model gives on ``probe_ids``
+    (int windows ``[n, time]`` of the new text, in ``new_chars`` ids): its probability starts at most
+    e^-20 (2e-9) of the most likely character's in those contexts, so the old characters'
+    probabilities, and text sampled from them, are what they were; the zero kernel column lets
+    training raise it quickly where it belongs (bench/results/transfer.md measures both).
+    """
+    sizes = lstm_layer_sizes(model)
+    place = np.array([new_chars.index(c) for c in old_chars])
+    added = np.array([i for i, c in enumerate(new_chars) if c not in set(old_chars)], dtype=int)
+    grown = build_model(len(new_chars), sizes, activations=lstm_activations(model))
+    for i in range(len(sizes)):
+        weights = model.get_layer(f"lstm_{i}").get_weights()
+        if i == 0:
+            kernel = np.empty((len(new_chars), weights[0].shape[1]), weights[0].dtype)
+            kernel[place] = weights[0]
+            kernel[added] = weights[0].mean(axis=0)
+            weights = [kernel, *weights[1:]]
+        grown.get_layer(f"lstm_{i}").set_weights(weights)
+    old_kernel, old_bias = model.get_layer("next_char").get_weights()
+    kernel = np.zeros((old_kernel.shape[0], len(new_chars)), old_kernel.dtype)
+    kernel[:, place] = old_kernel
+    bias = np.zeros(len(new_chars), old_bias.dtype)
+    bias[place] = old_bias
+    top = keras.Model(grown.inputs, grown.get_layer(f"lstm_{len(sizes) - 1}").output)
+    hidden = top.predict(probe_ids, batch_size=512, verbose=0)
+    least_top_logit = float(np.min(np.max(hidden @ old_kernel + old_bias, axis=-1)))
+    bias[added] = least_top_logit - NEW_CHAR_LOGIT_GAP
+    grown.get_layer("next_char").set_weights([kernel, bias])
+    return grown
 
 
 def upgraded(model):
@@ -126,7 +199,8 @@ def upgraded(model):
         return model
     sizes = lstm_layer_sizes(model)
     returns_sequences = model.get_layer(f"lstm_{len(sizes) - 1}").return_sequences
-    rebuilt = build_model(charset_size(model), sizes, all_positions=returns_sequences)
+    rebuilt = build_model(charset_size(model), sizes, all_positions=returns_sequences,
+                          activations=lstm_activations(model))
     for layer in model.layers:
         if layer.weights:
             rebuilt.get_layer(layer.name).set_weights(layer.get_weights())

@@ -37,8 +37,9 @@ from textgen.options import TrainConfig, run_config
 from textgen.sampling import DISPLAY_TEMPERATURES, Uniforms
 from trainer import export
 from trainer.dataset import TextDataset
+from trainer.failures import OUT_OF_MEMORY, TrainingError, describe_failure  # noqa: F401 (the trainer's names)
 from trainer.decode import PipelinedDecoder
-from trainer.model import (build_model, compile_data_parallel, compile_model, data_parallel, lstm_layer_sizes,
+from trainer.model import (build_model, compile_data_parallel, compile_model, data_parallel, grow_charset,
                            resolve_precision, with_objective)
 
 CHECKPOINT_MODEL = "checkpoint.keras"
@@ -48,34 +49,11 @@ FINAL_LR_FRACTION = 0.1  # a cosine schedule ends at this fraction of its peak (
 PART_ROWS = 16  # the fewest rows of a batch slice given its own branch (``data_parallel``)
 
 
-class TrainingError(Exception):
-    """Training cannot go on; the message says why."""
-
-
 @dataclasses.dataclass
 class TrainResult:
     model: keras.Model  # predicts the next character after a window: [batch, time] -> [batch, charset]
     meta: dict  # everything meta.json needs but the name and version
     stopped: bool  # True when should_stop() ended training early
-
-
-OUT_OF_MEMORY = "out of memory: try smaller layers (--lstm-layer-size) or a smaller --batch-size"
-
-
-def describe_failure(exc: BaseException) -> str | None:
-    """The one-line message for a failure the user can act on (bad input, missing file, no memory),
-    or None for a bug. The CLI prints it; the RQ job records it as the job's reason."""
-    from textgen import bundle, charset, corpus, options
-    from trainer import dataset
-
-    if isinstance(exc, (corpus.CorpusError, dataset.DatasetError, charset.CharsetError, options.OptionError,
-                        bundle.BundleError, TrainingError)):
-        return str(exc)
-    if isinstance(exc, (MemoryError, tf.errors.ResourceExhaustedError)):
-        return OUT_OF_MEMORY
-    if isinstance(exc, OSError):
-        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-    return None
 
 
 def cpu_cores() -> int:
@@ -135,13 +113,15 @@ def train(
     epoch's weights (the benchmark scores snapshots with it).
     """
     emit = on_event or (lambda event: None)
-    parent_meta, charset, model = {}, None, None
+    parent_meta, parent_chars, charset, model = {}, "", None, None
     if init_from is not None:
         model, parent_meta = export.load_keras(init_from)
-        charset = Charset(parent_meta["charset"])
-    config = run_config(config, text, parent_meta if init_from is not None else None, model=f"the model {init_from}")
+        parent_chars = Charset(parent_meta["charset"]).chars
+        charset = Charset(parent_chars).grown(text)  # the parent's, and the text's characters it lacks
+    config = run_config(config, text, parent_meta if init_from is not None else None)
     data = TextDataset.from_text(text, config.sample_len, config.sample_step, config.validation_split, charset)
     charset = data.charset
+    added = "".join(c for c in charset.chars if c not in parent_chars) if init_from is not None else ""
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     all_positions = config.objective == "all"
@@ -159,6 +139,9 @@ def train(
             model = build_model(len(charset), config.lstm_layer_sizes, all_positions, config.dropout, precision,
                                 sequence_kernel=True)
         else:
+            if added:
+                probe, _ = data.windows(data.train_ids, data.epoch_starts(1024, np.random.default_rng(0)), False)
+                model = grow_charset(model, parent_chars, charset.chars, probe)
             model = with_objective(model, all_positions, config.dropout, precision, sequence_kernel=True)
         compile_model(model, config)
     view = with_objective(model, all_positions=False)  # the serving shape, for validation and samples
@@ -230,10 +213,16 @@ def train(
         "train_seconds": run["train_seconds"],
         "history": history,
         "seed_slices": data.seed_slices(4),
-        "parent": ({"name": parent_meta.get("name"), "version": parent_meta.get("version"),
-                    "path": str(init_from)} if init_from is not None else None),
+        "parent": (lineage(parent_meta, init_from, added) if init_from is not None else None),
     }
     return TrainResult(view, meta, stopped)
+
+
+def lineage(parent_meta: dict, path, added: str) -> dict:
+    """meta.json's ``parent``: the model a run started from, the text it was trained on, and the
+    characters this run added to its charset."""
+    return {"name": parent_meta.get("name"), "version": parent_meta.get("version"), "path": str(path),
+            "corpus_sha256": (parent_meta.get("corpus") or {}).get("sha256", ""), "characters_added": added}
 
 
 def validation_loss(model, x_val: np.ndarray, y_val: np.ndarray) -> float | None:

@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from client.api import Client, TextgenError
-from web import api, completions
+from web import api, completions, tfjs
 from web.errors import Body, error_response, validation_message
 from web.settings import Settings
 
@@ -51,6 +51,7 @@ def create_app(client: Client | None = None, settings: Settings | None = None) -
     app.state.settings = settings
     app.state.client = client if client is not None else Client()
     app.include_router(api.router)
+    app.include_router(tfjs.router)
     app.include_router(completions.router)
 
     @app.exception_handler(TextgenError)

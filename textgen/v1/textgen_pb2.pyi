@@ -479,3 +479,51 @@ class UploadCorpusChunk(_message.Message):
     name: str
     data: bytes
     def __init__(self, name: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ExportTfjsRequest(_message.Message):
+    __slots__ = ("model", "version", "corpus", "corpus_id")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CORPUS_FIELD_NUMBER: _ClassVar[int]
+    CORPUS_ID_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    corpus: str
+    corpus_id: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., corpus: _Optional[str] = ..., corpus_id: _Optional[str] = ...) -> None: ...
+
+class TfjsChunk(_message.Message):
+    __slots__ = ("model_json", "weights")
+    MODEL_JSON_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    model_json: str
+    weights: bytes
+    def __init__(self, model_json: _Optional[str] = ..., weights: _Optional[bytes] = ...) -> None: ...
+
+class ImportTfjsChunk(_message.Message):
+    __slots__ = ("model_name", "corpus", "corpus_id", "model_json", "weights")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    CORPUS_FIELD_NUMBER: _ClassVar[int]
+    CORPUS_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_JSON_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    corpus: str
+    corpus_id: str
+    model_json: str
+    weights: bytes
+    def __init__(self, model_name: _Optional[str] = ..., corpus: _Optional[str] = ..., corpus_id: _Optional[str] = ..., model_json: _Optional[str] = ..., weights: _Optional[bytes] = ...) -> None: ...
+
+class ImportTfjsResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "charset_size", "sample_len", "lstm_layer_sizes")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHARSET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_LEN_FIELD_NUMBER: _ClassVar[int]
+    LSTM_LAYER_SIZES_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: int
+    charset_size: int
+    sample_len: int
+    lstm_layer_sizes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., charset_size: _Optional[int] = ..., sample_len: _Optional[int] = ..., lstm_layer_sizes: _Optional[_Iterable[int]] = ...) -> None: ...

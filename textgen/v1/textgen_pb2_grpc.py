@@ -63,6 +63,11 @@ class TextGenStub:
                 request_serializer=textgen_dot_v1_dot_textgen__pb2.ScoreRequest.SerializeToString,
                 response_deserializer=textgen_dot_v1_dot_textgen__pb2.ScoreResponse.FromString,
                 _registered_method=True)
+        self.ExportTfjs = channel.unary_stream(
+                '/textgen.v1.TextGen/ExportTfjs',
+                request_serializer=textgen_dot_v1_dot_textgen__pb2.ExportTfjsRequest.SerializeToString,
+                response_deserializer=textgen_dot_v1_dot_textgen__pb2.TfjsChunk.FromString,
+                _registered_method=True)
 
 
 class TextGenServicer:
@@ -105,6 +110,14 @@ class TextGenServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportTfjs(self, request, context):
+        """A model in TensorFlow.js's layers format (what tfjs-node's model.save writes): model.json in the
+        first chunk, then weights.bin in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TextGenServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +145,11 @@ def add_TextGenServicer_to_server(servicer, server):
                     servicer.Score,
                     request_deserializer=textgen_dot_v1_dot_textgen__pb2.ScoreRequest.FromString,
                     response_serializer=textgen_dot_v1_dot_textgen__pb2.ScoreResponse.SerializeToString,
+            ),
+            'ExportTfjs': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportTfjs,
+                    request_deserializer=textgen_dot_v1_dot_textgen__pb2.ExportTfjsRequest.FromString,
+                    response_serializer=textgen_dot_v1_dot_textgen__pb2.TfjsChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -283,6 +301,33 @@ class TextGen:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ExportTfjs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/textgen.v1.TextGen/ExportTfjs',
+            textgen_dot_v1_dot_textgen__pb2.ExportTfjsRequest.SerializeToString,
+            textgen_dot_v1_dot_textgen__pb2.TfjsChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class TrainingStub:
     """---------------------------------------------------------------------------------------------
@@ -331,6 +376,11 @@ class TrainingStub:
                 '/textgen.v1.Training/UploadCorpus',
                 request_serializer=textgen_dot_v1_dot_textgen__pb2.UploadCorpusChunk.SerializeToString,
                 response_deserializer=textgen_dot_v1_dot_textgen__pb2.Corpus.FromString,
+                _registered_method=True)
+        self.ImportTfjs = channel.stream_unary(
+                '/textgen.v1.Training/ImportTfjs',
+                request_serializer=textgen_dot_v1_dot_textgen__pb2.ImportTfjsChunk.SerializeToString,
+                response_deserializer=textgen_dot_v1_dot_textgen__pb2.ImportTfjsResponse.FromString,
                 _registered_method=True)
 
 
@@ -385,6 +435,15 @@ class TrainingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportTfjs(self, request_iterator, context):
+        """The original's model.json and its weights as a new model (or the next version of one): the first
+        chunk names it and the text it was trained on (the original saves no charset) and carries
+        model.json; every chunk may carry weights bytes, in order. Served as soon as this returns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -422,6 +481,11 @@ def add_TrainingServicer_to_server(servicer, server):
                     servicer.UploadCorpus,
                     request_deserializer=textgen_dot_v1_dot_textgen__pb2.UploadCorpusChunk.FromString,
                     response_serializer=textgen_dot_v1_dot_textgen__pb2.Corpus.SerializeToString,
+            ),
+            'ImportTfjs': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportTfjs,
+                    request_deserializer=textgen_dot_v1_dot_textgen__pb2.ImportTfjsChunk.FromString,
+                    response_serializer=textgen_dot_v1_dot_textgen__pb2.ImportTfjsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -617,6 +681,33 @@ class Training:
             '/textgen.v1.Training/UploadCorpus',
             textgen_dot_v1_dot_textgen__pb2.UploadCorpusChunk.SerializeToString,
             textgen_dot_v1_dot_textgen__pb2.Corpus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportTfjs(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/textgen.v1.Training/ImportTfjs',
+            textgen_dot_v1_dot_textgen__pb2.ImportTfjsChunk.SerializeToString,
+            textgen_dot_v1_dot_textgen__pb2.ImportTfjsResponse.FromString,
             options,
             channel_credentials,
             insecure,
