@@ -53,7 +53,8 @@ def _training_commands(command) -> None:
     add_option_flags(submit)  # one flag per training option, as the proto declares them
     submit.add_argument("--name", default="", help="publish under this model name (default: --from's, else the corpus)")
     submit.add_argument("--from", dest="from_model", default="", metavar="MODEL[:VERSION]",
-                        help="keep training this model (latest version unless given)")
+                        help="fine-tune this model, e.g. base-english (the shipped general English model); "
+                             "latest version unless given; recipe finetune unless --recipe is given")
     mode = submit.add_mutually_exclusive_group()
     mode.add_argument("--wait", action="store_true", help="follow the job and exit non-zero unless it finishes")
     mode.add_argument("--detach", action="store_true", help="print the job id and return at once")

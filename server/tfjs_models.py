@@ -20,7 +20,8 @@ def import_tfjs(chunks: Iterable, corpora: Corpora, models_dir: Path, max_bytes:
                 on_published: Callable[[str, int], None] | None = None) -> dict:
     """Publish the tf.js model of ``ImportTfjsChunk``s; returns what the response says.
 
-    The first chunk's model_name, corpus (or corpus_id) and model_json count; the weights of all chunks
+    The first chunk's model_name, corpus (or corpus_id, or neither for a textgen export) and model_json
+    count; the weights of all chunks
     are concatenated, up to ``max_bytes``. Raises BadRequest, CorpusMissing or StorageFailed; nothing
     is written to the models folder unless the whole model imports.
     """
@@ -40,7 +41,8 @@ def import_tfjs(chunks: Iterable, corpora: Corpora, models_dir: Path, max_bytes:
         bundle.validate_name(first.model_name)
     except bundle.BundleError as exc:
         raise BadRequest(str(exc)) from None
-    spec = corpora.spec(first.corpus, first.corpus_id)
+    # No text: the charset a textgen export wrote into model.json (import_model says when there is none).
+    spec = corpora.spec(first.corpus, first.corpus_id) if first.corpus or first.corpus_id else None
     try:
         doc = json.loads(first.model_json)
     except json.JSONDecodeError as exc:

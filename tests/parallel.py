@@ -16,6 +16,7 @@ WEB = "tests/web"
 HEAVIEST_FIRST = [
     "tests/reliability/test_bad_input.py",  # ~70 s: 1000 generated requests per RPC
     "tests/test_jobs.py",  # ~60 s
+    "tests/test_tfjs.py",  # ~60 s: tf.js under Node, a server, trainer processes
     WEB,  # ~60 s: a four-process stack, a browser, three training jobs
     "tests/test_worker_shutdown.py",  # ~55 s
     "tests/test_trainer.py",  # ~50 s
@@ -31,6 +32,8 @@ HEAVIEST_FIRST = [
     "tests/reliability/test_publish_crash.py",  # ~20 s
     "tests/test_controls.py",  # ~20 s
     "tests/test_replicas.py",  # ~20 s
+    "tests/test_finetune.py",  # ~30 s
+    "tests/test_base_model.py",  # ~25 s
     "tests/test_score.py",  # ~15 s
     "tests/test_metrics.py",  # ~15 s
 ]

@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag(train, "save-path", default=None, help="write the model bundle to this directory")
     flag(train, "name", default=None, help="publish to $TEXTGEN_DATA_DIR/models/NAME/<next version>/")
     train.add_argument("--from", "--loadModelPath", dest="init_from", default=None,
-                       help="keep training this model bundle (path, or NAME[:VERSION] in the store)")
+                       help="fine-tune this model: base-english (the shipped general English model, "
+                            "`python -m trainer install-base`), a bundle path, or NAME[:VERSION] in the store; "
+                            "the text's new characters are added to its charset; recipe finetune unless given")
     flag(train, "gpu", action="store_true", help="require a GPU")
 
     gen = commands.add_parser("gen", help="generate text from a trained model")

@@ -157,14 +157,21 @@ def parse_topology(doc: dict) -> dict:
             "dense_bias": dense.get("use_bias", True)}
 
 
-def import_model(doc: dict, weights: bytes, text: str) -> Imported:
+def import_model(doc: dict, weights: bytes, text: str | None) -> Imported:
     """The tf.js model of ``doc`` (model.json's content) and ``weights`` (its weights files' bytes,
-    concatenated) as a textgen model, its charset rebuilt from ``text`` the original's way. Raises
-    TfjsError."""
+    concatenated) as a textgen model, its charset rebuilt from ``text`` the original's way, or the
+    charset a textgen export wrote into the file (``userDefinedMetadata.textgen``), which wins over any
+    text. Raises TfjsError."""
     if not isinstance(doc, dict):
         raise TfjsError("model.json holds no JSON object: it is not a TensorFlow.js layers model")
     topo = parse_topology(doc)
-    order = js_charset(text)
+    if _has_exported_charset(doc):  # the file's own order: it wins over any text
+        order = _exported_charset(doc)
+    elif text is None:
+        raise TfjsError("give the text the model was trained on: the original saves no charset, and this "
+                        "model.json carries none (only a textgen export does)")
+    else:
+        order = js_charset(text)
     if len(order) != topo["charset_size"]:
         raise TfjsError(f"the text has {len(order)} distinct characters; the model was trained on a text with "
                         f"{topo['charset_size']} (its output size): import it with the text it was trained on")
@@ -223,18 +230,38 @@ def read_files(model_json: Path) -> tuple[dict, bytes]:
     return doc, weights_bytes(doc, Path(model_json).parent)
 
 
-def publish_imported(doc: dict, weights: bytes, corpus_spec: str, name: str, models_dir: Path) -> tuple[Path, int]:
+def publish_imported(doc: dict, weights: bytes, corpus_spec: str | None, name: str,
+                     models_dir: Path) -> tuple[Path, int]:
     """Import a tf.js model (``import_model``) with the text of ``corpus_spec`` (a built-in corpus, an
-    upload id or a file) and publish it as the next version of ``name``; nothing is written when it fails."""
+    upload id or a file; None: a textgen export's own charset) and publish it as the next version of
+    ``name``; nothing is written when it fails."""
     from textgen import bundle, corpus
 
     bundle.validate_name(name)
-    source = corpus.load_corpus(corpus_spec)
-    imported = import_model(doc, weights, source.text)
+    source = corpus.load_corpus(corpus_spec) if corpus_spec is not None else None
+    imported = import_model(doc, weights, source.text if source is not None else None)
     from trainer import export
-    meta = {**imported.meta, "corpus": {"name": source.name, "sha256": source.sha256, "characters": len(source.text)},
-            "training": None, "epochs": None, "history": [], "seed_slices": _seed_slices(source.text, imported.meta)}
+
+    text = source.text if source is not None else ""
+    meta = {**imported.meta, "training": None, "epochs": None, "history": [],
+            "corpus": ({"name": source.name, "sha256": source.sha256, "characters": len(source.text)}
+                       if source is not None else {"name": "", "sha256": "", "characters": 0}),
+            "seed_slices": _seed_slices(text, imported.meta) if text else []}
     return export.publish(imported.model, meta, Path(models_dir), name)
+
+
+def _has_exported_charset(doc: dict) -> bool:
+    metadata = doc.get("userDefinedMetadata")
+    return isinstance(metadata, dict) and isinstance(metadata.get("textgen"), dict) and "charset" in metadata["textgen"]
+
+
+def _exported_charset(doc: dict) -> list[str]:
+    """The charset a textgen export recorded in model.json, in the file's order."""
+    chars = doc["userDefinedMetadata"]["textgen"]["charset"]
+    if not (isinstance(chars, list) and chars and all(isinstance(c, str) and len(c) == 1 for c in chars)
+            and len(set(chars)) == len(chars)):
+        raise TfjsError("model.json's userDefinedMetadata.textgen.charset is not a list of distinct characters")
+    return chars
 
 
 def _seed_slices(text: str, meta: dict) -> list[str]:

@@ -3,11 +3,14 @@ errors as HTTP statuses carrying the server's message, SSE for generation and jo
 client that goes away freeing its stream."""
 from __future__ import annotations
 
+import io
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 
 import httpx2 as httpx
 import pytest
@@ -284,6 +287,45 @@ def test_deleting_a_model_over_http(web_stack, uploaded, grpc_client):
     assert reply.status_code == 200 and reply.json() == {"deleted_versions": [1]}
     assert "dickens" not in [m.name for m in grpc_client.list_models()]
     assert web_stack.http.get("/api/v1/models/dickens").json()["error"]["code"] == "NOT_FOUND"
+
+
+def test_a_model_downloads_for_tfjs_as_a_zip_and_imports_back_from_a_form(web_stack, tiny_model, grpc_client):
+    reply = web_stack.http.get("/api/v1/models/tiny-web/tfjs")
+    assert reply.status_code == 200 and reply.headers["content-type"] == "application/zip"
+    assert reply.headers["content-disposition"] == 'attachment; filename="tiny-web-v1-tfjs.zip"'
+    archive = zipfile.ZipFile(io.BytesIO(reply.content))
+    assert archive.namelist() == ["model.json", "weights.bin"]
+    info = grpc_client.get_model("tiny-web")
+    doc = json.loads(archive.read("model.json"))
+    assert doc["userDefinedMetadata"]["textgen"]["charset"] == list(info.charset)  # the model's own order
+    files = [("model_json", ("model.json", archive.read("model.json"), "application/json")),
+             ("weights", ("weights.bin", archive.read("weights.bin"), "application/octet-stream"))]
+    # A textgen export carries its charset: it imports back with no text.
+    reply = web_stack.http.post("/api/v1/models/import-tfjs", files=files, data={"name": "tiny-back"})
+    assert reply.status_code == 201, reply.text
+    assert reply.json() == {"model_name": "tiny-back", "model_version": 1, "charset_size": len(info.charset),
+                            "sample_len": info.sample_len, "lstm_layer_sizes": [16]}
+    prompt = info.charset[-5:] * 3
+    assert (grpc_client.generate("tiny-back", prompt=prompt, length=120, temperature=0).text
+            == grpc_client.generate("tiny-web", prompt=prompt, length=120, temperature=0).text)
+    # Bad forms: the server's message, as a 400. tfjs-code's text has a character outside the Basic
+    # Multilingual Plane, which the original splits into two code units: no charset of the original's fits.
+    broken = [("model_json", ("model.json", b"{not json", "application/json")), files[1]]
+    reply = web_stack.http.post("/api/v1/models/import-tfjs", files=broken, data={"name": "x"})
+    assert reply.status_code == 400 and "not a model.json" in reply.json()["error"]["message"]
+    reply = web_stack.http.post("/api/v1/models/import-tfjs", files=files[:1], data={"name": "x"})
+    assert reply.status_code == 400 and "weights" in reply.json()["error"]["message"]
+    bare = dict(doc)
+    del bare["userDefinedMetadata"]  # as the original writes it: the charset comes from the text
+    original = [("model_json", ("model.json", json.dumps(bare).encode(), "application/json")), files[1]]
+    reply = web_stack.http.post("/api/v1/models/import-tfjs", files=original, data={"name": "x"})
+    assert reply.status_code == 400 and "give the text the model was trained on" in reply.json()["error"]["message"]
+    reply = web_stack.http.post("/api/v1/models/import-tfjs", files=original, data={"name": "x", "corpus": "tfjs-code"})
+    assert reply.status_code == 400 and "outside the Basic Multilingual Plane" in reply.json()["error"]["message"]
+    reply = web_stack.http.get("/api/v1/models/tiny-web/tfjs", params={"charset_order": "tfjs-code"})
+    assert reply.status_code == 400 and "outside the Basic Multilingual Plane" in reply.json()["error"]["message"]
+    reply = web_stack.http.get("/api/v1/models/no-such-model/tfjs")
+    assert reply.status_code == 404
 
 
 def test_the_openapi_document_and_docs_page_work_offline(web_stack):

@@ -5,6 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "textgen.token";   // sessionStorage: gone when the tab closes
 const JOB_KEY = "textgen.job";       // the last job this page started, re-attached on reload
+const BASE_MODEL = "base-english";   // the shipped base model (trainer/base_model.py), offered first
 
 // ---- status and errors ----------------------------------------------------------------------------
 
@@ -180,6 +181,7 @@ async function loadModels(selectName) {
     actions.append(
       button("Generate", () => { $("gen-model").value = m.name; $("generate").scrollIntoView(); }),
       button("Keep training", () => { $("from-model").value = m.name; fromModelChanged(); $("train").scrollIntoView(); }),
+      button("Download for TensorFlow.js", () => downloadTfjs(m)),
       deleteButton(m),
     );
   }
@@ -188,7 +190,13 @@ async function loadModels(selectName) {
     const keep = select === $("gen-model") ? (selectName || select.value) : select.value;
     select.replaceChildren();
     if (first) option(select, "", first);
-    for (const m of models) option(select, m.name, `${m.name} (v${m.latest.version}, ${m.latest.corpus})`);
+    // Start from: the shipped base model first, the one to fine-tune your own text from.
+    const ordered = first ? [...models].sort((a, b) => (b.name === BASE_MODEL) - (a.name === BASE_MODEL)) : models;
+    for (const m of ordered) {
+      option(select, m.name, first && m.name === BASE_MODEL
+        ? `${m.name}: general English, to fine-tune on your text`
+        : `${m.name} (v${m.latest.version}, ${m.latest.corpus})`);
+    }
     if (keep && models.some((m) => m.name === keep)) select.value = keep;
   }
   fromModelChanged();
@@ -219,8 +227,59 @@ function deleteButton(m) {
   return b;
 }
 
+// A model as the original's model.json and weights.bin, in a zip (fetched with the page's token).
+async function downloadTfjs(m) {
+  try {
+    const response = await fetch(`/api/v1/models/${encodeURIComponent(m.name)}/tfjs`, { headers: headers() });
+    if (!response.ok) throw await errorOf(response);
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = `${m.name}-v${m.latest.version}-tfjs.zip`;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+    setStatus(`Downloaded ${m.name} for TensorFlow.js (model.json and weights.bin in ${link.download}).`);
+  } catch (err) {
+    failed(`Could not download ${m.name}`, err);
+  }
+}
+
+// The original's model.json and weights.bin, with the text selected above (it saves no charset).
+async function importTfjs() {
+  showError("");
+  const corpus = selectedCorpus();
+  const form = new FormData();
+  try {
+    if (!$("import-json").files.length || !$("import-weights").files.length) {
+      throw new ApiError(400, "INVALID_ARGUMENT", "choose the model.json and its weights.bin first");
+    }
+    if (!corpus) throw new ApiError(400, "INVALID_ARGUMENT", "choose the text the model was trained on first");
+    form.append("model_json", $("import-json").files[0]);
+    for (const file of $("import-weights").files) form.append("weights", file);
+    form.append("name", $("import-name").value.trim());
+    form.append(corpus.builtin ? "corpus" : "corpus_id", corpus.id);
+    const response = await fetch("/api/v1/models/import-tfjs", { method: "POST", headers: headers(), body: form });
+    if (!response.ok) throw await errorOf(response);
+    const done = await response.json();
+    await loadModels(done.model_name);
+    setStatus(`Imported ${done.model_name} version ${done.model_version} (${done.charset_size} characters).`);
+  } catch (err) {
+    failed("Could not import the model", err);
+  }
+}
+
+let lastContinuing = false;  // Start from had a model when the recipe was last set from it
+
 function fromModelChanged() {
   const continuing = !!$("from-model").value;
+  // A trained model is fine-tuned with the finetune recipe (what the server picks with no recipe); the
+  // recipe changes with the choice of Start from, not when the model list is reloaded.
+  if (recipes && continuing !== lastContinuing && recipes.recipes.some((r) => r.name === "finetune")) {
+    $("recipe").value = continuing ? "finetune" : recipes.recommended;
+    describeRecipe();
+  }
+  if (recipes) lastContinuing = continuing;
   $("layer-sizes").disabled = continuing;
   $("layer-sizes").title = continuing ? "kept from the model being trained further"
                                       : "one number per layer, separated by commas; empty: the recipe's";
@@ -590,6 +649,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("recipe").addEventListener("change", describeRecipe);
   $("upload").addEventListener("click", uploadOwnText);
   $("from-model").addEventListener("change", fromModelChanged);
+  $("import").addEventListener("click", importTfjs);
   $("train").addEventListener("click", train);
   $("cancel-job").addEventListener("click", cancelJob);
   $("generate").addEventListener("click", generate);
