@@ -18,7 +18,7 @@ import pytest
 
 from client.api import Client, TextgenError
 from tests.conftest import corpus_text
-from tests.server_helpers import MODELS, copy_models, generate, running_server
+from tests.server_helpers import MODELS, copy_models, running_server
 from textgen.charset import Charset
 from trainer import tfjs
 
@@ -231,3 +231,40 @@ def test_bad_imports_and_exports_through_the_api_name_the_problem(js_model, serv
         client.export_tfjs("no-such-model", tmp_path / "y")
     assert err.value.code == "NOT_FOUND"
     assert sorted(p.name for p in (served["data_dir"] / "models").iterdir()) == before
+
+
+def test_any_json_as_model_json_is_refused_as_a_tfjs_error_never_a_crash(js_model):
+    """Random JSON values, and the real model.json with random parts replaced: TfjsError or a model."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    real = json.loads(js_model["model_json"].read_text())
+    weights = (js_model["model_json"].parent / "weights.bin").read_bytes()
+    leaves = st.none() | st.booleans() | st.integers(-3, 100) | st.text(max_size=8) | st.floats(allow_nan=False)
+    values = st.recursive(leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["class_name", "config", "layers", "units", "batch_input_shape", "weightsManifest",
+                         "paths", "weights", "shape", "dtype", "format", "modelTopology", "name"]), inner, max_size=4),
+        max_leaves=20)
+
+    def mutated(path, value):
+        doc = json.loads(json.dumps(real))
+        node = doc
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        return doc
+
+    paths = [("format",), ("modelTopology",), ("modelTopology", "config"), ("modelTopology", "config", "layers"),
+             ("modelTopology", "config", "layers", 0), ("modelTopology", "config", "layers", 0, "config"),
+             ("modelTopology", "config", "layers", 2, "config"), ("weightsManifest",), ("weightsManifest", 0),
+             ("weightsManifest", 0, "weights", 1)]
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.one_of(values, st.tuples(st.sampled_from(paths), values).map(lambda pv: mutated(*pv))))
+    def check(doc):
+        try:
+            tfjs.import_model(doc, weights, js_model["text"])
+        except tfjs.TfjsError as exc:
+            assert str(exc) and "\n" not in str(exc)
+
+    check()

@@ -95,8 +95,10 @@ def build(corpora: Path, out: Path = SHIPPED, on_event=None, minutes: float | No
     cfg = TrainConfig.from_dict(options)
     training.use_threads_for(cfg)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    # Checkpointed after each epoch beside ``out``: a run that fails (or is stopped) resumes there.
+    checkpoints = Path(out).parent / f".{Path(out).name}-checkpoint"
     result = training.train(text, cfg, corpus_name="english (nietzsche + tinyshakespeare)", corpus_sha256=digest,
-                            on_event=on_event)
+                            on_event=on_event, checkpoint_dir=checkpoints)
     meta = {**result.meta, "base": {"command": COMMAND, "options": options, "held_out": HELD_OUT,
                                     "texts": [{"file": t.file, "sha256": t.sha256, "source": t.source,
                                                "licence": t.licence} for t in TEXTS]}}
@@ -106,6 +108,7 @@ def build(corpora: Path, out: Path = SHIPPED, on_event=None, minutes: float | No
         out.mkdir(parents=True, exist_ok=True)
         for name in ("model.keras", "meta.json"):
             shutil.copyfile(bundle / name, out / name)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     return meta
 
 

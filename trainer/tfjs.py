@@ -164,6 +164,15 @@ def import_model(doc: dict, weights: bytes, text: str | None) -> Imported:
     text. Raises TfjsError."""
     if not isinstance(doc, dict):
         raise TfjsError("model.json holds no JSON object: it is not a TensorFlow.js layers model")
+    try:
+        return _import(doc, weights, text)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        if isinstance(exc, TfjsError):
+            raise
+        raise TfjsError(f"model.json is not a layers model textgen can read ({type(exc).__name__}: {exc})") from None
+
+
+def _import(doc: dict, weights: bytes, text: str | None) -> Imported:
     topo = parse_topology(doc)
     if _has_exported_charset(doc):  # the file's own order: it wins over any text
         order = _exported_charset(doc)

@@ -445,11 +445,12 @@ RPCS = [("/textgen.v1.TextGen/Generate", "unary_stream"), ("/textgen.v1.TextGen/
         ("/textgen.v1.Training/SubmitTrain", "unary_unary"), ("/textgen.v1.Training/GetJob", "unary_unary"),
         ("/textgen.v1.Training/ListJobs", "unary_unary"), ("/textgen.v1.Training/CancelJob", "unary_unary"),
         ("/textgen.v1.Training/WatchJob", "unary_stream"), ("/textgen.v1.Training/ListCorpora", "unary_unary"),
-        ("/textgen.v1.Training/UploadCorpus", "stream_unary")]
+        ("/textgen.v1.Training/UploadCorpus", "stream_unary"), ("/textgen.v1.TextGen/ExportTfjs", "unary_stream"),
+        ("/textgen.v1.Training/ImportTfjs", "stream_unary")]
 # Not protobuf messages at all: invalid UTF-8 in a string field (field 1 is a string in these
 # requests), a length-delimited field cut short, a varint cut short.
 STRING_FIELD_1 = ("Generate", "GetModel", "DeleteModel", "SubmitTrain", "GetJob", "CancelJob", "WatchJob",
-                  "UploadCorpus")
+                  "UploadCorpus", "ExportTfjs", "ImportTfjs")
 MALFORMED = {"invalid UTF-8 in a string field": b"\x0a\x03\xff\xfe\xfd", "truncated field": b"\x0a\x05ab",
              "truncated varint": b"\x10\xff\xff"}
 
