@@ -192,6 +192,27 @@ def grow_charset(model, old_chars: str, new_chars: str, probe_ids: np.ndarray):
     return grown
 
 
+def calibrate_new_chars(model, new_ids, frequencies, probe_ids) -> None:
+    """Set the output bias of each character in ``new_ids`` (just added by ``grow_charset``, its kernel
+    column still zero) so that its mean probability over the windows ``probe_ids`` is its frequency
+    in the text to train on (``frequencies``, by id): fine-tuning's first step. ``grow_charset`` alone
+    leaves them about e^-20 below the old characters; from there the finetune recipe's rate needs
+    thousands of steps to reach them (bench/results/transfer.md)."""
+    sizes = lstm_layer_sizes(model)
+    kernel, bias = model.get_layer("next_char").get_weights()
+    new_ids = np.asarray(new_ids, dtype=int)
+    old = np.setdiff1d(np.arange(len(bias)), new_ids)
+    top = keras.Model(model.inputs, model.get_layer(f"lstm_{len(sizes) - 1}").output)
+    logits = top.predict(probe_ids, batch_size=512, verbose=0) @ kernel[:, old] + bias[old]
+    peak = logits.max(axis=-1, keepdims=True)
+    log_z = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=-1))  # log of each window's old softmax sum
+    # mean over windows of e^b / Z = frequency  =>  b = log(frequency) - log(mean(e^-log_z))
+    neg = -log_z
+    log_mean_inverse_z = neg.max() + np.log(np.mean(np.exp(neg - neg.max())))
+    bias[new_ids] = np.log(np.maximum(np.asarray(frequencies)[new_ids], 1e-6)) - log_mean_inverse_z
+    model.get_layer("next_char").set_weights([kernel, bias])
+
+
 def upgraded(model):
     """A model loaded from a bundle written before the one-hot was a built-in layer, rebuilt with
     built-in layers only and the same LSTM and softmax weights."""

@@ -39,8 +39,8 @@ from trainer import export
 from trainer.dataset import TextDataset
 from trainer.failures import OUT_OF_MEMORY, TrainingError, describe_failure  # noqa: F401 (the trainer's names)
 from trainer.decode import PipelinedDecoder
-from trainer.model import (build_model, compile_data_parallel, compile_model, data_parallel, grow_charset,
-                           resolve_precision, with_objective)
+from trainer.model import (build_model, calibrate_new_chars, compile_data_parallel, compile_model, data_parallel,
+                           grow_charset, resolve_precision, with_objective)
 
 CHECKPOINT_MODEL = "checkpoint.keras"
 CHECKPOINT_STATE = "checkpoint.json"
@@ -139,9 +139,11 @@ def train(
             model = build_model(len(charset), config.lstm_layer_sizes, all_positions, config.dropout, precision,
                                 sequence_kernel=True)
         else:
-            if added:
+            if added:  # the grown model is the parent on old contexts; calibrating its new units is training
                 probe, _ = data.windows(data.train_ids, data.epoch_starts(1024, np.random.default_rng(0)), False)
                 model = grow_charset(model, parent_chars, charset.chars, probe)
+                frequencies = np.bincount(data.train_ids, minlength=len(charset)) / max(len(data.train_ids), 1)
+                calibrate_new_chars(model, [charset.chars.index(c) for c in added], frequencies, probe)
             model = with_objective(model, all_positions, config.dropout, precision, sequence_kernel=True)
         compile_model(model, config)
     view = with_objective(model, all_positions=False)  # the serving shape, for validation and samples
