@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     use_threads_for(TrainConfig.from_recipe("fast"))
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base-english"
-        model, meta = export.load_keras(base_model.SHIPPED)
+        model, meta = base_model.load()
         export.save_to_path(model, meta, base)
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         load_before = os.getloadavg()

@@ -12,6 +12,8 @@ from tests import figures
 from tests.model_cache import trained_once
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Workers started by tests do not install the shipped base model (tests/test_base_model.py turns it on).
+os.environ["TEXTGEN_BASE_MODEL"] = "off"
 
 SHARED_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 if not SHARED_CORPORA.is_dir():  # CI clones main next to shared/, as the work tree is

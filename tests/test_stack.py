@@ -142,7 +142,8 @@ def test_stack_up_train_generate_down(tmp_path):
         web = f"http://{env['TEXTGEN_WEB_ADDR']}"
         assert "Model Training" in urllib.request.urlopen(web + "/", timeout=10).read().decode()
         models = json.load(urllib.request.urlopen(web + "/api/v1/models", timeout=10))["models"]
-        assert [m["name"] for m in models] == ["stack-tiny"]
+        # and the shipped base model, which the worker installed when the stack started
+        assert [m["name"] for m in models] == ["base-english", "stack-tiny"]
     finally:
         down = stack("down", env, check=False)
     assert down.returncode == 0, down.stdout + down.stderr

@@ -112,6 +112,17 @@ def build(corpora: Path, out: Path = SHIPPED, on_event=None, minutes: float | No
     return meta
 
 
+def load(source: Path = SHIPPED):
+    """The shipped model and its meta (only model.keras and meta.json ship: the SavedModel is written
+    when it is installed)."""
+    import keras
+
+    from trainer.model import upgraded
+
+    meta = json.loads((Path(source) / "meta.json").read_text(encoding="utf-8"))
+    return upgraded(keras.saving.load_model(Path(source) / "model.keras", safe_mode=True)), meta
+
+
 def install(models_dir: Path, name: str = NAME, source: Path = SHIPPED) -> int | None:
     """Publish the shipped base model as ``name`` (version 1) unless the models folder has, or ever had,
     a model of that name; returns the version published, or None. Safe when several workers start at
@@ -125,7 +136,7 @@ def install(models_dir: Path, name: str = NAME, source: Path = SHIPPED) -> int |
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.exists() or models.model_dir(name).exists():
             return None
-        model, meta = export.load_keras(source)
+        model, meta = load(source)
         for key in ("name", "version", "job_id", "created", "format"):
             meta.pop(key, None)
         _path, version = export.publish(model, meta, models.root, name)

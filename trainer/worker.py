@@ -38,6 +38,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -338,6 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def install_base_model(env=os.environ) -> subprocess.Popen | None:
+    """Install the shipped base model (trainer.base_model) as ``$TEXTGEN_BASE_MODEL`` (default
+    base-english; empty or ``off``: not at all) in the models folder, if it has none of that name, in
+    a process of its own: this supervisor stays free of TensorFlow, which its work horses fork from."""
+    name = env.get("TEXTGEN_BASE_MODEL", "base-english").strip()
+    if not name or name == "off":
+        return None
+    return subprocess.Popen([sys.executable, "-m", "trainer", "install-base", "--name", name], env=dict(env))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -370,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for leftover in ModelsDir(config.models_dir()).sweep():
         print(f"removed {leftover}, left by a publish that did not finish", file=sys.stderr)
+    install_base_model()
     liveness = Liveness(connect(url, 0), name, config.QUEUE_NAME, args.liveness_ttl)
     liveness.beat()
     liveness.start()

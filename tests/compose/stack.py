@@ -216,6 +216,7 @@ def test_train_tfjs_code_and_generate(step):
     assert len(text.rstrip("\n")) >= 120, text
     models = client("models")
     assert "tfjs-tiny" in models, models
+    assert "base-english" in models, models  # the worker installed the shipped base model on the data volume
     FOUND['job_id'] = job_id
 
 
