@@ -268,3 +268,23 @@ def test_any_json_as_model_json_is_refused_as_a_tfjs_error_never_a_crash(js_mode
             assert str(exc) and "\n" not in str(exc)
 
     check()
+
+
+def test_an_imported_model_fine_tunes_on_new_text_and_keeps_its_gates(js_model, served, tmp_path):
+    from textgen.options import TrainConfig
+    from trainer import export
+    from trainer.model import lstm_activations
+    from trainer.training import train
+
+    parent = served["data_dir"] / "models" / "js-import" / "1"
+    config = TrainConfig.from_dict({"epochs": 1, "examples_per_epoch": 256, "display_length": 0, "seed": 1},
+                                   continuing=True)
+    extra = " {new} ~ {text} ~ "
+    result = train(js_model["text"] + extra * 20, config, init_from=parent)
+    assert lstm_activations(result.model) == [("tanh", "hard_sigmoid")] * 2
+    added = result.meta["parent"]["characters_added"]
+    assert added == "".join(sorted(set(extra) - set(js_model["text"]))) and "{" in added
+    assert result.meta["epochs"] == 1
+    path = tfjs.export_model(result.model, result.meta, tmp_path / "out")
+    layers = json.loads(path.read_text())["modelTopology"]["config"]["layers"]
+    assert [layer["config"].get("recurrent_activation") for layer in layers] == ["hard_sigmoid", "hard_sigmoid", None]

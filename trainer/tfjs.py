@@ -252,7 +252,7 @@ def publish_imported(doc: dict, weights: bytes, corpus_spec: str | None, name: s
     from trainer import export
 
     text = source.text if source is not None else ""
-    meta = {**imported.meta, "training": None, "epochs": None, "history": [],
+    meta = {**imported.meta, "training": None, "epochs": 0, "history": [],
             "corpus": ({"name": source.name, "sha256": source.sha256, "characters": len(source.text)}
                        if source is not None else {"name": "", "sha256": "", "characters": 0}),
             "seed_slices": _seed_slices(text, imported.meta) if text else []}

@@ -210,7 +210,7 @@ def train(
         "loss": last.get("loss"),
         "val_loss": last.get("val_loss"),
         "bits_per_char": last.get("bits_per_char"),
-        "epochs": int(parent_meta.get("epochs", 0)) + len(history),
+        "epochs": int(parent_meta.get("epochs") or 0) + len(history),
         "examples_seen": sum(h.get("examples", config.examples_per_epoch) for h in history),
         "train_seconds": run["train_seconds"],
         "history": history,
