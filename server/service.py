@@ -73,7 +73,8 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
     def ExportTfjs(self, request, context):
         with request_errors(context):
             model = self.store.get(request.model, request.version, fresh=True)
-            parts = tfjs_models.export_tfjs(model.path, self.corpora, request.corpus, request.corpus_id)
+            parts = tfjs_models.export_tfjs(model.path, self.store.models_dir, self.corpora, request.corpus,
+                                            request.corpus_id)
             first = next(parts)  # errors surface before the stream starts
         yield pb.TfjsChunk(model_json=first[0])
         for _document, weights in parts:

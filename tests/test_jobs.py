@@ -380,13 +380,22 @@ def test_bad_training_requests_are_refused_before_anything_is_enqueued(stack, fi
     assert stack.redis.client().llen("rq:queue:training") == queued
 
 
-def test_continuing_a_model_on_characters_it_lacks_is_a_failed_precondition(stack, first_job, foreign_upload):
-    from client.api import TextgenError
-
-    with pytest.raises(TextgenError) as err:
-        stack.client.submit_train(corpus_id=foreign_upload, options=TINY, from_model="tiny-code")
-    assert err.value.code == "FAILED_PRECONDITION"
-    assert "'ü' (U+00FC)" in err.value.message and "'—' (U+2014)" in err.value.message
+def test_fine_tuning_a_model_on_characters_it_lacks_grows_its_charset(stack, first_job, foreign_upload):
+    """Once refused (FAILED_PRECONDITION): the job adds the text's new characters to the model's charset,
+    trains with the finetune recipe (--from and no recipe) and records where the model came from."""
+    parent = stack.client.get_model("tiny-code")
+    job = stack.client.submit_train(corpus_id=foreign_upload, options={"epochs": 1, "examples_per_epoch": 128,
+                                                                      "display_length": 0, "seed": 2},
+                                    from_model="tiny-code", model_name="tiny-grown")
+    assert job.options.recipe == "finetune" and job.from_model == "tiny-code:1"
+    assert watch(stack, job.id)[-1][0] == "finished"
+    grown = stack.client.get_model("tiny-grown")
+    assert set(grown.charset) == set(parent.charset) | set("Grüße aus Köln — naïve café. ")
+    assert (list(grown.lstm_layer_sizes), grown.sample_len) == (list(parent.lstm_layer_sizes), parent.sample_len)
+    meta = json.loads((stack.data_dir / "models" / "tiny-grown" / "1" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["parent"]["name"] == "tiny-code" and meta["parent"]["version"] == 1
+    assert meta["parent"]["corpus_sha256"] == parent.corpus_sha256
+    assert "ü" in meta["parent"]["characters_added"] and "—" in meta["parent"]["characters_added"]
 
 
 def test_unknown_jobs_are_not_found(stack):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textgen.models_dir import ModelsDir
+from trainer.failures import UserError
 
 SHIPPED = Path(__file__).resolve().parent / "base" / "english"
 NAME = "base-english"
@@ -48,7 +49,7 @@ OPTIONS = {"recipe": "fast", "time_budget_minutes": 25.0, "seed": 1, "validation
 COMMAND = "python -m trainer base-model --corpora ../shared/corpora"
 
 
-class BaseModelError(Exception):
+class BaseModelError(UserError):
     """The base model's texts are missing or not the recorded ones, or it cannot be installed."""
 
 

@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Make a textgen model of a TensorFlow.js layers model (model.json and its "
                                           "weights file beside it, as the original's --savePath writes them). The "
                                           "original saves no charset: give the text it was trained on.")
-    imp.add_argument("corpus", help="the text the model was trained on: a built-in corpus or a file")
-    imp.add_argument("model_json", metavar="MODEL_JSON", help="path to model.json")
+    imp.add_argument("paths", nargs="+", metavar="[CORPUS_OR_FILE] MODEL_JSON",
+                     help="the text the model was trained on (a built-in corpus or a file; not needed for a "
+                          "model.json that textgen exported, which carries its charset), then model.json")
     flag(imp, "name", required=True, help="publish as $TEXTGEN_DATA_DIR/models/NAME/<next version>/")
     exp = commands.add_parser("export-tfjs", help="write a model as the original's model.json + weights.bin",
                               description="Write a model in TensorFlow.js's layers format, as tfjs-node's "
@@ -286,9 +287,12 @@ def cmd_import_tfjs(args) -> int:
     from textgen import config
     from trainer import tfjs
 
-    doc, weights = tfjs.read_files(Path(args.model_json))
-    path, version = tfjs.publish_imported(doc, weights, args.corpus, args.name, config.models_dir())
-    print(f"imported {args.model_json} as {args.name} version {version} at {path}", file=sys.stderr)
+    if len(args.paths) > 2:
+        raise UsageError(f"import-tfjs takes [CORPUS_OR_FILE] MODEL_JSON, got {len(args.paths)} arguments")
+    corpus_spec, model_json = args.paths if len(args.paths) == 2 else (None, args.paths[0])
+    doc, weights = tfjs.read_files(Path(model_json))
+    path, version = tfjs.publish_imported(doc, weights, corpus_spec, args.name, config.models_dir())
+    print(f"imported {model_json} as {args.name} version {version} at {path}", file=sys.stderr)
     return 0
 
 

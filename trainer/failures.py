@@ -5,7 +5,11 @@ No TensorFlow here: a command that fails on bad input says so without the second
 from __future__ import annotations
 
 
-class TrainingError(Exception):
+class UserError(Exception):
+    """A failure the user can act on, said in its message (a bad model.json, missing base texts...)."""
+
+
+class TrainingError(UserError):
     """Training cannot go on; the message says why."""
 
 
@@ -16,11 +20,10 @@ def describe_failure(exc: BaseException) -> str | None:
     """The one-line message for a failure the user can act on (bad input, missing file, no memory),
     or None for a bug. The CLI prints it; the RQ job records it as the job's reason."""
     from textgen import bundle, charset, corpus, options
-    from trainer import base_model, dataset, tfjs
+    from trainer import dataset
 
     if isinstance(exc, (corpus.CorpusError, dataset.DatasetError, charset.CharsetError, options.OptionError,
-                        bundle.BundleError, TrainingError, base_model.BaseModelError,
-                        tfjs.TfjsError)):
+                        bundle.BundleError, UserError)):
         return str(exc)
     if isinstance(exc, MemoryError) or _is_tensorflow("ResourceExhaustedError", exc):
         return OUT_OF_MEMORY

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from textgen.charset import Charset, describe_chars
+from trainer.failures import UserError
 
 FORMAT = "layers-model"
 GENERATED_BY = "textgen (TensorFlow.js layers format, as tfjs-layers v3.18.0 writes it)"
@@ -27,7 +28,7 @@ WEIGHTS_FILE = "weights.bin"
 SUPPORTED_ACTIVATIONS = ("tanh", "sigmoid", "hard_sigmoid", "relu", "linear", "softsign")
 
 
-class TfjsError(ValueError):
+class TfjsError(UserError, ValueError):
     """A model.json textgen cannot import, or a model or text it cannot export with."""
 
 
