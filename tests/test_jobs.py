@@ -387,13 +387,13 @@ def test_fine_tuning_a_model_on_characters_it_lacks_grows_its_charset(stack, fir
     job = stack.client.submit_train(corpus_id=foreign_upload, options={"epochs": 1, "examples_per_epoch": 128,
                                                                       "display_length": 0, "seed": 2},
                                     from_model="tiny-code", model_name="tiny-grown")
-    assert job.options.recipe == "finetune" and job.from_model == "tiny-code:1"
+    assert job.options.recipe == "finetune" and job.from_model == f"tiny-code:{parent.version}"
     assert watch(stack, job.id)[-1][0] == "finished"
     grown = stack.client.get_model("tiny-grown")
     assert set(grown.charset) == set(parent.charset) | set("Grüße aus Köln — naïve café. ")
     assert (list(grown.lstm_layer_sizes), grown.sample_len) == (list(parent.lstm_layer_sizes), parent.sample_len)
     meta = json.loads((stack.data_dir / "models" / "tiny-grown" / "1" / "meta.json").read_text(encoding="utf-8"))
-    assert meta["parent"]["name"] == "tiny-code" and meta["parent"]["version"] == 1
+    assert meta["parent"]["name"] == "tiny-code" and meta["parent"]["version"] == parent.version
     assert meta["parent"]["corpus_sha256"] == parent.corpus_sha256
     assert "ü" in meta["parent"]["characters_added"] and "—" in meta["parent"]["characters_added"]
 
