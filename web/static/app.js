@@ -174,7 +174,7 @@ async function loadModels(selectName) {
     cell(row, m.versions.join(", "));
     cell(row, info.corpus);
     cell(row, info.lstm_layer_sizes.join(", "));
-    cell(row, fmt(info.bits_per_char, 3));
+    cell(row, info.bits_per_char ? fmt(info.bits_per_char, 3) : "–");  // 0: never validated (an imported model)
     cell(row, `${info.epochs}`);
     cell(row, when(info.created));
     const actions = cell(row, "");
