@@ -50,11 +50,12 @@ _CONNECT_FAILURES = ("failed to connect", "dns resolution failed", "connections 
 
 
 class TextgenError(Exception):
-    """A call that failed: ``code`` (e.g. "NOT_FOUND") and the server's ``message``."""
+    """A call that failed: ``code`` (e.g. "NOT_FOUND") and the server's ``message``; ``retry_after``:
+    the seconds a RESOURCE_EXHAUSTED call (a key past a limit) says to wait, else None."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, retry_after: int | None = None):
         super().__init__(f"{code}: {message}")
-        self.code, self.message = code, message
+        self.code, self.message, self.retry_after = code, message, retry_after
 
 
 class Client:
@@ -81,6 +82,7 @@ class Client:
             self._channel = grpc.insecure_channel(self.server, options=CHANNEL_OPTIONS)
         self._textgen = textgen_pb2_grpc.TextGenStub(self._channel)
         self._training = textgen_pb2_grpc.TrainingStub(self._channel)
+        self._keys = textgen_pb2_grpc.KeysStub(self._channel)
 
     def with_token(self, token: str) -> "Client":
         """A client on this one's connection that sends ``token`` instead (the web gateway forwards
@@ -243,6 +245,29 @@ class Client:
         (out / "model.json").write_text(chunks[0].model_json, encoding="utf-8")
         return out / "model.json"
 
+    # ---- keys ----------------------------------------------------------------------------------
+
+    def whoami(self) -> pb.KeyInfo:
+        """The key this client sends: id, name, scopes, limits, and the server's auth mode."""
+        return self._unary(self._keys.WhoAmI, pb.WhoAmIRequest())
+
+    def usage(self, key: str = "") -> pb.Usage:
+        """A key's usage (this client's key by default; another's needs scope admin)."""
+        return self._unary(self._keys.GetUsage, pb.GetUsageRequest(key=key))
+
+    def create_key(self, scopes, name: str = "", **limits) -> pb.CreatedKey:
+        """A new key (admin): ``scopes`` like ["generate", "train"]; ``limits``: max_streams,
+        chars_per_minute, max_jobs, upload_bytes_per_day (unset: the server's defaults; 0: none)."""
+        return self._unary(self._keys.CreateKey, _message(
+            pb.CreateKeyRequest, name=name, scopes=list(scopes),
+            limits=_message(pb.KeyLimits, **{k: v for k, v in limits.items() if v is not None})))
+
+    def list_keys(self) -> list[pb.KeyInfo]:
+        return list(self._unary(self._keys.ListKeys, pb.ListKeysRequest()).keys)
+
+    def revoke_key(self, key: str) -> pb.KeyInfo:
+        return self._unary(self._keys.RevokeKey, pb.RevokeKeyRequest(key=key))
+
     # ---- plumbing ------------------------------------------------------------------------------
 
     def _unary(self, method, request):
@@ -257,7 +282,19 @@ class Client:
         details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
         if name in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and details.lower().startswith(_CONNECT_FAILURES):
             details = f"cannot reach the textgen server at {self.server} ({details.strip()})"
-        return TextgenError(name, " ".join(details.split()))
+        return TextgenError(name, " ".join(details.split()), retry_after(exc))
+
+
+def retry_after(exc: grpc.RpcError) -> int | None:
+    """The ``retry-after`` seconds in a failed call's trailing metadata, if any."""
+    try:
+        trailing = exc.trailing_metadata() or ()
+    except Exception:  # noqa: BLE001  (an error raised before the call had metadata)
+        return None
+    for key, value in trailing:
+        if key == "retry-after" and str(value).isdigit():
+            return int(value)
+    return None
 
 
 def _message(message_class, **fields):

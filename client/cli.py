@@ -4,6 +4,7 @@
     client generate tfjs-code --prompt "function " --length 300 --temperature 0.5
     client score shakespeare nietzsche ./text.txt      # bits per character, the likeliest author first
     client models | client jobs | client corpora | client watch JOB_ID | client cancel JOB_ID
+    client whoami | client usage [KEY] | client keys list|add|revoke   # API keys (TEXTGEN_AUTH=keys)
 
 ``--server`` (or TEXTGEN_SERVER) is the server to call; TEXTGEN_TOKEN and TEXTGEN_CA_CERT set the
 token and TLS. A failed call prints one line, ``error: CODE: message``, on stderr and exits 1
@@ -43,7 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
     _training_commands(command)
     _generation_commands(command)
     _model_commands(command)
+    _key_commands(command)
     return parser
+
+
+def _key_commands(command) -> None:
+    command("whoami", help="the key this client sends (TEXTGEN_TOKEN): id, scopes, limits")
+    usage = command("usage", help="a key's usage: requests, characters, training seconds, uploads")
+    usage.add_argument("key", nargs="?", default="", metavar="KEY", help="id or name (default: your own; "
+                                                                          "another's needs scope admin)")
+    keys = command("keys", help="manage API keys (scope admin): list, add, revoke")
+    action = keys.add_subparsers(dest="action", required=True, parser_class=Parser)
+    action.add_parser("list", help="every key")
+    add = action.add_parser("add", help="make a key; prints its secret last (shown once)")
+    add.add_argument("--scopes", required=True, help="comma-separated: generate, train, admin")
+    add.add_argument("--name", default="")
+    for field in ("max_streams", "chars_per_minute", "max_jobs", "upload_bytes_per_day"):
+        add.add_argument(f"--{field.replace('_', '-')}", dest=field, type=int, default=None, metavar="N",
+                         help="limit (default: the server's; 0: none)")
+    revoke = action.add_parser("revoke", help="delete a key; every replica refuses it within seconds")
+    revoke.add_argument("key", metavar="ID_OR_NAME")
 
 
 def _training_commands(command) -> None:
@@ -245,6 +265,43 @@ def cmd_export_tfjs(client: Client, args) -> int:
     return 0
 
 
+def cmd_whoami(client: Client, args) -> int:
+    print(_key_line(client.whoami()))
+    return 0
+
+
+def cmd_usage(client: Client, args) -> int:
+    u = client.usage(args.key)
+    print(f"key {u.key_id}: {u.generated_characters} characters generated, {u.scored_characters} scored, "
+          f"{u.training_seconds:.0f} s of training, {_size(u.upload_bytes)} uploaded ({_size(u.upload_bytes_today)} "
+          f"today); now {u.open_streams} streams open, {u.active_jobs} jobs queued or running")
+    _table(("METHOD", "CODE", "CALLS"), [(r.method, r.code, r.count) for r in u.requests])
+    return 0
+
+
+def cmd_keys(client: Client, args) -> int:
+    if args.action == "list":
+        for key in client.list_keys():
+            print(_key_line(key))
+    elif args.action == "add":
+        limits = {f: getattr(args, f) for f in ("max_streams", "chars_per_minute", "max_jobs", "upload_bytes_per_day")}
+        created = client.create_key([s.strip() for s in args.scopes.split(",") if s.strip()], args.name, **limits)
+        print(_key_line(created.key))
+        print(created.secret)
+    else:
+        print(f"revoked {client.revoke_key(args.key).id}")
+    return 0
+
+
+def _key_line(key: pb.KeyInfo) -> str:
+    if key.auth == "off":
+        return "this server needs no key (TEXTGEN_AUTH=off): every call may do everything"
+    limits = key.limits
+    return (f"{key.id}  name={key.name or '-'}  scopes={','.join(key.scopes)}  limits: max_streams="
+            f"{limits.max_streams} chars_per_minute={limits.chars_per_minute} max_jobs={limits.max_jobs} "
+            f"upload_bytes_per_day={limits.upload_bytes_per_day} (0: none)  source={key.source}")
+
+
 def _model_ref(spec: str) -> tuple[str, int]:
     """NAME or NAME:VERSION as (name, version); 0 is the latest."""
     name, _, version = spec.partition(":")
@@ -263,7 +320,8 @@ def cmd_delete(client: Client, args) -> int:
 
 COMMANDS = {"submit-train": cmd_submit_train, "watch": cmd_watch, "jobs": cmd_jobs, "cancel": cmd_cancel,
             "generate": cmd_generate, "score": cmd_score, "models": cmd_models, "corpora": cmd_corpora, "upload": cmd_upload,
-            "delete": cmd_delete, "import-tfjs": cmd_import_tfjs, "export-tfjs": cmd_export_tfjs}
+            "delete": cmd_delete, "import-tfjs": cmd_import_tfjs, "export-tfjs": cmd_export_tfjs,
+            "whoami": cmd_whoami, "usage": cmd_usage, "keys": cmd_keys}
 
 
 # ---- helpers ----------------------------------------------------------------------------------------

@@ -11,12 +11,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server import metrics, training_service
-from server.auth import TokenAuth, read_tokens
+from server import handlers, metrics, training_service
+from server.auth import Authenticator, KeyRing, caller_of, read_tokens, token_keys
 from server.config import Settings
 from server.engine import Engine, SamplingParams
+from server.keys_service import KeysServicer
+from server.limits import Quota
+from server.redis_link import RedisLink
 from server.service import TextGenServicer
 from server.store import ModelStore
+from server.usage import Usage
 from textgen import metrics as shared_metrics
 from textgen.v1 import textgen_pb2, textgen_pb2_grpc
 
@@ -24,6 +28,7 @@ log = logging.getLogger(__name__)
 
 TEXTGEN_SERVICE = textgen_pb2.DESCRIPTOR.services_by_name["TextGen"].full_name
 TRAINING_SERVICE = textgen_pb2.DESCRIPTOR.services_by_name["Training"].full_name
+KEYS_SERVICE = textgen_pb2.DESCRIPTOR.services_by_name["Keys"].full_name
 GENERATE_METHOD = f"/{TEXTGEN_SERVICE}/Generate"
 # Streams wait on their queues, not on the CPU: give every allowed stream a thread, plus some for
 # the unary calls.
@@ -42,9 +47,15 @@ class TextGenServer:
         self.store = ModelStore(settings.models_dir, settings.reload_seconds, settings.older_versions)
         self.engine = Engine(settings.max_streams, settings.max_length, settings.max_prompt, xla=settings.xla,
                              prompt_cache_bytes=settings.prompt_cache_mb * 2**20)
-        interceptors = [RequestMetrics()]  # first: it sees every call's final status, refusals included
-        if settings.tokens_file:
-            interceptors.append(TokenAuth(read_tokens(settings.tokens_file)))
+        # Keys, their limits and their usage live in Redis when auth is on (server/auth.py).
+        link = RedisLink(settings.redis_url) if settings.auth != "off" else None
+        tokens = token_keys(read_tokens(settings.tokens_file)) if settings.tokens_file else []
+        self.keyring = KeyRing(tokens, link if settings.auth == "keys" else None, settings.keys_refresh_seconds)
+        self.quota = Quota(link, settings.key_limits)
+        self.usage = Usage(link)
+        interceptors = [RequestMetrics(self.usage)]  # first: it sees every call's final status, refusals included
+        if settings.auth != "off":
+            interceptors.append(Authenticator(self.keyring))
         interceptors.append(MalformedRequests())
         # Every open call holds a thread (streams wait on their queue, WatchJob on Redis). Past the
         # pool's size a call is refused with RESOURCE_EXHAUSTED at once rather than queued unseen.
@@ -56,11 +67,16 @@ class TextGenServer:
             options=[("grpc.max_receive_message_length", settings.max_message_bytes)],
         )
         textgen_pb2_grpc.add_TextGenServicer_to_server(
-            TextGenServicer(self.store, self.engine, settings.max_score_chars), self.grpc_server)
-        self.training = training_service.register(self.grpc_server, settings, self.store)
+            TextGenServicer(self.store, self.engine, settings.max_score_chars, quota=self.quota, usage=self.usage),
+            self.grpc_server)
+        self.training = training_service.register(self.grpc_server, settings, self.store, self.quota, self.usage)
+        textgen_pb2_grpc.add_KeysServicer_to_server(
+            KeysServicer(settings.auth, self.keyring, link, self.quota, self.usage,
+                         count_active_jobs=self.training.jobs.count_active if self.training is not None else None),
+            self.grpc_server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
-        served = [TEXTGEN_SERVICE] + ([TRAINING_SERVICE] if self.training is not None else [])
+        served = [TEXTGEN_SERVICE] + ([TRAINING_SERVICE] if self.training is not None else []) + [KEYS_SERVICE]
         reflection.enable_server_reflection(
             served + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             self.grpc_server,
@@ -88,6 +104,8 @@ class TextGenServer:
     def start(self) -> "TextGenServer":
         """Load the models, then take calls; health says SERVING once the models are warm."""
         self.store.start()
+        self.keyring.start()
+        self.usage.start()
         for service in ["", *self.services]:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.grpc_server.start()
@@ -111,13 +129,25 @@ class TextGenServer:
         if callable(close_training):
             close_training()
         self.store.close()
+        self.keyring.close()
+        self.quota.close()
+        self.usage.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
 
 
 class RequestMetrics(grpc.ServerInterceptor):
     """Counts every call by method and final status code, and measures Generate's streams
-    (server.metrics). A stream the client abandons counts as CANCELLED."""
+    (server.metrics); with a key, counts it for that key too (server.usage). A stream the client
+    abandons counts as CANCELLED."""
+
+    def __init__(self, usage: Usage | None = None):
+        self.usage = usage
+
+    def observe(self, method: str, context, code) -> None:
+        metrics.observe_call(method, code)
+        if self.usage is not None:
+            self.usage.request(caller_of(context).id, method.rsplit("/", 1)[-1], code.name)
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -133,7 +163,7 @@ class RequestMetrics(grpc.ServerInterceptor):
                     code = grpc.StatusCode.OK
                     return reply
                 finally:
-                    metrics.observe_call(method, context.code() or code)
+                    self.observe(method, context, context.code() or code)
             return call
 
         def streaming(behavior):
@@ -149,24 +179,11 @@ class RequestMetrics(grpc.ServerInterceptor):
                     code = grpc.StatusCode.UNKNOWN
                     raise
                 finally:  # GeneratorExit (the client went away) leaves CANCELLED
-                    metrics.observe_call(method, context.code() or code)
+                    self.observe(method, context, context.code() or code)
             return call
 
-        wrap, behavior = _behavior(handler)
-        wrapped = (streaming if handler.response_streaming else unary)(behavior)
-        return wrap(wrapped, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
-
-
-def _behavior(handler: grpc.RpcMethodHandler):
-    """``(the rpc_method_handler function that makes a handler of this kind, its behavior)``."""
-    kinds = {
-        (False, False): (grpc.unary_unary_rpc_method_handler, handler.unary_unary),
-        (False, True): (grpc.unary_stream_rpc_method_handler, handler.unary_stream),
-        (True, False): (grpc.stream_unary_rpc_method_handler, handler.stream_unary),
-        (True, True): (grpc.stream_stream_rpc_method_handler, handler.stream_stream),
-    }
-    return kinds[(handler.request_streaming, handler.response_streaming)]
+        wrapped = (streaming if handler.response_streaming else unary)(handlers.behavior(handler))
+        return handlers.rebuilt(handler, wrapped)
 
 
 class MalformedRequests(grpc.ServerInterceptor):
@@ -193,8 +210,7 @@ class MalformedRequests(grpc.ServerInterceptor):
             def wrap(behavior):
                 return lambda request, context: behavior(parsed(request, context), context)
 
-        make, behavior = _behavior(handler)
-        return make(wrap(behavior), request_deserializer=None, response_serializer=handler.response_serializer)
+        return handlers.rebuilt(handler, wrap(handlers.behavior(handler)), request_deserializer=None)
 
 
 def warm_up(engine: Engine, store: ModelStore, models: int) -> list[str]:

@@ -20,8 +20,17 @@
 |                            |                  | asked for (least recently used out); all: load every one |
 | TEXTGEN_WARM_MODELS        | 8                | at start, one short stream on the latest version of this |
 |                            |                  | many models before health says SERVING; 0: none          |
-| TEXTGEN_TOKENS_FILE        | (none)           | one token per line; when set, every RPC but health needs |
+| TEXTGEN_AUTH               | off, or tokens   | off: no key needed; tokens: TEXTGEN_TOKENS_FILE's tokens |
+|                            | with a tokens    | (each an all-scopes key); keys: API keys in Redis        |
+|                            | file             | (``python -m server keys``) and the file's tokens        |
+| TEXTGEN_TOKENS_FILE        | (none)           | one token per line; every RPC but health then needs      |
 |                            |                  | metadata ``authorization: Bearer <token>``               |
+| TEXTGEN_KEYS_REFRESH_SECONDS | 2              | how often a replica rereads the keys (a revoked key is   |
+|                            |                  | refused by every replica within this)                    |
+| TEXTGEN_KEY_MAX_STREAMS    | 16               | a key's default limits (0: none); a key may set its own: |
+| TEXTGEN_KEY_CHARS_PER_MINUTE | 600000         | streams at once, generated characters per minute,        |
+| TEXTGEN_KEY_MAX_JOBS       | 4                | training jobs queued or running, upload bytes per UTC    |
+| TEXTGEN_KEY_UPLOAD_BYTES_PER_DAY | 1073741824 | day (server/limits.py)                                   |
 | TEXTGEN_TLS_CERT/_KEY      | (none)           | PEM files: serve TLS instead of plaintext                |
 | REDIS_URL                  | redis://localhost:6379/0 | the Training service's job queue                 |
 """
@@ -34,6 +43,7 @@ from pathlib import Path
 from textgen import config as shared_config
 from textgen import metrics as shared_metrics
 from textgen.config import ConfigError, env_int, env_path, env_seconds, env_switch
+from textgen.keys import Limits
 
 SettingsError = ConfigError  # a variable the server cannot use; the message names it
 
@@ -64,6 +74,9 @@ class Settings:
     reload_seconds: float = 2.0
     grace_seconds: float = 10.0
     tokens_file: Path | None = None
+    auth: str | None = None  # "off", "tokens" or "keys" (server/auth.py); None: tokens with a tokens file
+    keys_refresh_seconds: float = 2.0
+    key_limits: Limits = Limits(max_streams=16, chars_per_minute=600_000, max_jobs=4, upload_bytes_per_day=2**30)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     redis_url: str = shared_config.DEFAULT_REDIS_URL  # for the Training service's job queue
@@ -72,6 +85,10 @@ class Settings:
     prompt_cache_mb: int = 32  # per model version (server/prompt_cache.py); 0: none
     warm_models: int = 8  # models whose latest version runs one short stream before health says SERVING
     older_versions: int | None = 2  # loaded besides each model's latest (server/store.py); None: all
+
+    def __post_init__(self):
+        if self.auth is None:
+            object.__setattr__(self, "auth", "tokens" if self.tokens_file else "off")
 
     @property
     def models_dir(self) -> Path:
@@ -88,6 +105,21 @@ class Settings:
             metrics_addr = shared_metrics.addr_from_env(env, shared_metrics.SERVER_DEFAULT)
         except shared_metrics.MetricsAddrError as exc:
             raise SettingsError(str(exc)) from None
+        tokens_file = env_path(env, "TEXTGEN_TOKENS_FILE")
+        auth = env.get("TEXTGEN_AUTH", "").strip() or ("tokens" if tokens_file else "off")
+        if auth not in ("off", "tokens", "keys"):
+            raise SettingsError(f"TEXTGEN_AUTH must be off, tokens or keys, got {auth!r}")
+        if auth == "tokens" and not tokens_file:
+            raise SettingsError("TEXTGEN_AUTH=tokens needs TEXTGEN_TOKENS_FILE (a file with one token per line)")
+        if auth == "off" and tokens_file:
+            raise SettingsError("TEXTGEN_AUTH=off contradicts TEXTGEN_TOKENS_FILE: unset one of them")
+        defaults = cls.key_limits
+        key_limits = Limits(
+            max_streams=env_int(env, "TEXTGEN_KEY_MAX_STREAMS", defaults.max_streams, least=0),
+            chars_per_minute=env_int(env, "TEXTGEN_KEY_CHARS_PER_MINUTE", defaults.chars_per_minute, least=0),
+            max_jobs=env_int(env, "TEXTGEN_KEY_MAX_JOBS", defaults.max_jobs, least=0),
+            upload_bytes_per_day=env_int(env, "TEXTGEN_KEY_UPLOAD_BYTES_PER_DAY", defaults.upload_bytes_per_day,
+                                         least=0))
         return cls(
             addr=env.get("TEXTGEN_ADDR", DEFAULT_ADDR),
             data_dir=shared_config.data_dir(),
@@ -99,7 +131,10 @@ class Settings:
             max_upload_bytes=shared_config.max_upload_bytes(env),
             reload_seconds=env_seconds(env, "TEXTGEN_RELOAD_SECONDS", cls.reload_seconds),
             grace_seconds=env_seconds(env, "TEXTGEN_GRACE_SECONDS", cls.grace_seconds),
-            tokens_file=env_path(env, "TEXTGEN_TOKENS_FILE"),
+            tokens_file=tokens_file,
+            auth=auth,
+            keys_refresh_seconds=env_seconds(env, "TEXTGEN_KEYS_REFRESH_SECONDS", cls.keys_refresh_seconds),
+            key_limits=key_limits,
             tls_cert=cert,
             tls_key=key,
             redis_url=shared_config.redis_url(),

@@ -39,6 +39,12 @@ class JobNotFound(RequestError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class KeyNotFound(RequestError):
+    """No API key with that id or name."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
 class CorpusMissing(RequestError):
     """No such uploaded corpus."""
 
@@ -49,6 +55,29 @@ class TooManyStreams(RequestError):
     """The server is at its limit of concurrent streams."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class LimitExceeded(RequestError):
+    """A key past one of its limits (server.limits); ``retry_after``: seconds until it may succeed,
+    sent as trailing metadata ``retry-after``."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+
+class PermissionDenied(RequestError):
+    """A key whose scopes do not cover what it asked for."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class KeysUnavailable(RequestError):
+    """The API keys cannot be read (Redis unreachable since the server started)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
 
 
 class ShuttingDown(RequestError):
@@ -107,6 +136,9 @@ MAX_DETAILS = 2000  # characters; a status message travels in gRPC metadata, whi
 def abort(context, code, exc: Exception):
     """End the call with ``code`` and ``exc``'s message, cut to what gRPC metadata can carry."""
     details = str(exc)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        context.set_trailing_metadata((("retry-after", str(retry_after)),))
     if len(details) > MAX_DETAILS:
         details = details[:MAX_DETAILS] + "..."
     context.abort(code, details)

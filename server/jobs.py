@@ -2,14 +2,17 @@
 what the worker records.
 
 ``Jobs`` is what the Training gRPC service calls (server/training_service.py translates messages),
-and what tests call directly. Jobs are dicts: the summary that the worker keeps in Redis (textgen.jobs)
+and what tests call directly. Calls take the caller's key (``viewer``, a textgen.keys.Key; None: no
+check): a key without the admin scope sees, watches and cancels only the jobs it submitted, and
+another's job is "not found" to it. Jobs are dicts: the summary that the worker keeps in Redis (textgen.jobs)
 (``id, state, corpus, model_name, options, from_model, model_version, error, enqueued_at,
-started_at, ended_at, epoch, epochs, loss, val_loss, attempts``); events are the dicts of the job's
+started_at, ended_at, epoch, epochs, loss, val_loss, attempts, owner``); events are the dicts of the job's
 event stream (see textgen.jobs). Redis is reached lazily (server.redis_link); corpora are
 server.corpora's; the model folder's rules are textgen.models_dir's.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from server.errors import BadRequest, JobNotFound, ModelNotFound, PreconditionFa
 from server.redis_link import RedisLink
 from textgen import bundle, config
 from textgen import jobs as record
+from textgen.keys import ADMIN, Key
 from textgen.models_dir import ModelsDir, NoSuchModel, NoSuchVersion
 from textgen.options import OptionError, TextTooShort, TrainConfig, run_config
 
@@ -49,14 +53,15 @@ class Jobs:
     # ---- submit --------------------------------------------------------------------------------
 
     def submit(self, corpus: str = "", corpus_id: str = "", options: dict | None = None, model_name: str = "",
-               from_model: str = "", from_version: int = 0) -> dict:
+               from_model: str = "", from_version: int = 0, owner: str = "", admission=None) -> dict:
         """Check a training request and enqueue it; returns the new job's summary.
 
         ``options``: TrainConfig fields (unset ones take the defaults). ``model_name`` defaults to
         ``from_model`` when continuing a model, else to the corpus's (``Corpora.model_name``). The
         options are checked here with ``textgen.options.run_config``, with the text when this machine
         has it; the job checks them again when it runs. Raises BadRequest, CorpusMissing,
-        ModelNotFound, PreconditionFailed or QueueUnavailable.
+        ModelNotFound, PreconditionFailed or QueueUnavailable. ``owner``: the submitting key's id;
+        ``admission``: a context manager entered around the enqueueing (server.limits' job slot).
         """
         spec = self.corpora.spec(corpus, corpus_id)
         try:
@@ -71,9 +76,10 @@ class Jobs:
             raise BadRequest(str(exc)) from None
         cfg = self._checked(cfg, spec, parent)
         payload = record.make_payload(spec, cfg.to_dict(), name, parent)
-        return self.link.call(self._enqueue, payload, spec, name, cfg.to_dict(), parent)
+        with admission if admission is not None else contextlib.nullcontext():
+            return self.link.call(self._enqueue, payload, spec, name, cfg.to_dict(), parent, owner)
 
-    def _enqueue(self, payload: dict, spec: str, name: str, options: dict, parent) -> dict:
+    def _enqueue(self, payload: dict, spec: str, name: str, options: dict, parent, owner: str) -> dict:
         from rq import Callback, Retry
 
         queue = self.link.queue()
@@ -82,7 +88,7 @@ class Jobs:
             result_ttl=record.RETENTION_SECONDS, failure_ttl=record.RETENTION_SECONDS,
             retry=Retry(max=MAX_RETRIES), on_failure=Callback(record.FAILURE_CALLBACK),
             description=f"train {name} on {spec}")
-        record.create_record(self.redis, job.id, spec, name, options, parent)
+        record.create_record(self.redis, job.id, spec, name, options, parent, owner)
         queue.enqueue_job(job)
         return record.read_summary(self.redis, job.id)
 
@@ -127,14 +133,16 @@ class Jobs:
 
     # ---- read, cancel, watch -------------------------------------------------------------------
 
-    def get(self, job_id: str) -> dict:
-        """The job's summary; JobNotFound when there is none."""
-        return self.link.call(self._get, job_id)
+    def get(self, job_id: str, viewer: Key | None = None) -> dict:
+        """The job's summary; JobNotFound when there is none (or it is another key's)."""
+        return self.link.call(self._get, job_id, viewer)
 
-    def _get(self, job_id: str) -> dict:
+    def _get(self, job_id: str, viewer: Key | None = None) -> dict:
         if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
             raise BadRequest(f"job id must be 1-128 characters from A-Z, a-z, 0-9, '.', '_', '-', got {shown(job_id)}")
         summary = record.read_summary(self.redis, job_id)
+        if summary is not None and not _sees(viewer, summary):
+            summary = None
         if summary is None:
             raise JobNotFound(f"job {shown(job_id)} not found (jobs are kept {record.RETENTION_SECONDS // 86400} days "
                               "after they end; see ListJobs)")
@@ -165,15 +173,16 @@ class Jobs:
             record.record_event(self.redis, summary["id"], {"type": "failed", "reason": reason})
         return record.read_summary(self.redis, summary["id"]) or summary
 
-    def list(self, limit: int = 0) -> list[dict]:
-        """The newest ``limit`` jobs (0: DEFAULT_LIST_LIMIT), newest first."""
+    def list(self, limit: int = 0, viewer: Key | None = None) -> list[dict]:
+        """The newest ``limit`` jobs (0: DEFAULT_LIST_LIMIT) that ``viewer`` may see, newest first."""
         if limit < 0 or limit > MAX_LIST_LIMIT:
             raise BadRequest(f"limit must be between 0 (= {DEFAULT_LIST_LIMIT}) and {MAX_LIST_LIMIT}, got {limit}")
-        return self.link.call(self._list, limit or DEFAULT_LIST_LIMIT)
+        index = record.JOBS_INDEX if _sees_all(viewer) else record.owner_index(viewer.id)
+        return self.link.call(self._list, limit or DEFAULT_LIST_LIMIT, index)
 
-    def _list(self, limit: int) -> list[dict]:
+    def _list(self, limit: int, index: str = record.JOBS_INDEX) -> list[dict]:
         jobs, gone = [], []
-        for raw_id in self.redis.zrevrange(record.JOBS_INDEX, 0, limit - 1):
+        for raw_id in self.redis.zrevrange(index, 0, limit - 1):
             job_id = raw_id.decode()
             summary = record.read_summary(self.redis, job_id)
             if summary is None:
@@ -181,19 +190,35 @@ class Jobs:
             else:
                 jobs.append(self._reconcile(summary))
         if gone:
-            self.redis.zrem(record.JOBS_INDEX, *gone)
+            self.redis.zrem(index, *gone)
         return jobs
 
-    def cancel(self, job_id: str) -> dict:
-        """Ask the job to stop: a queued job is cancelled now, a running one at its next batch."""
-        return self.link.call(self._cancel, job_id)
+    def count_active(self, key_id: str) -> int:
+        """How many of the key's jobs are queued or running (ended ones leave its active set here)."""
+        return self.link.call(self._count_active, key_id)
 
-    def _cancel(self, job_id: str) -> dict:
+    def _count_active(self, key_id: str) -> int:
+        active, ended = 0, []
+        for raw_id in self.redis.smembers(record.owner_active(key_id)):
+            summary = record.read_summary(self.redis, raw_id.decode())
+            if summary is None or self._reconcile(summary)["state"] in record.TERMINAL_STATES:
+                ended.append(raw_id)
+            else:
+                active += 1
+        if ended:
+            self.redis.srem(record.owner_active(key_id), *ended)
+        return active
+
+    def cancel(self, job_id: str, viewer: Key | None = None) -> dict:
+        """Ask the job to stop: a queued job is cancelled now, a running one at its next batch."""
+        return self.link.call(self._cancel, job_id, viewer)
+
+    def _cancel(self, job_id: str, viewer: Key | None = None) -> dict:
         from rq.exceptions import InvalidJobOperation, NoSuchJobError
         from rq.job import Job, JobStatus
         from rq.serializers import JSONSerializer
 
-        summary = self._get(job_id)
+        summary = self._get(job_id, viewer)
         if summary["state"] == "cancelled":
             return summary
         if summary["state"] in record.TERMINAL_STATES:
@@ -208,10 +233,11 @@ class Jobs:
             pass  # a worker took it meanwhile: it sees the cancel flag before training
         return record.read_summary(self.redis, job_id)
 
-    def watch(self, job_id: str, is_active: Callable[[], bool] = lambda: True) -> Iterator[tuple[str, dict]]:
+    def watch(self, job_id: str, is_active: Callable[[], bool] = lambda: True,
+              viewer: Key | None = None) -> Iterator[tuple[str, dict]]:
         """``(stream id, event)`` of every event of the job from the first, then live ones until the
         job ends (or ``is_active()`` turns false: the watcher went away)."""
-        self.get(job_id)
+        self.get(job_id, viewer)
         last = "0-0"
         while is_active():
             entries = self.link.call(record.read_events, self.redis, job_id, after=last, block_ms=WATCH_POLL_MS)
@@ -227,3 +253,12 @@ class Jobs:
                 if summary["state"] in record.TERMINAL_STATES and not self.link.call(
                         record.read_events, self.redis, job_id, after=last):
                     return
+
+
+def _sees_all(viewer: Key | None) -> bool:
+    """Whether ``viewer`` sees every job: no check (None), auth off (no key id), or an admin key."""
+    return viewer is None or not viewer.id or viewer.has(ADMIN)
+
+
+def _sees(viewer: Key | None, summary: dict) -> bool:
+    return _sees_all(viewer) or summary.get("owner") == viewer.id

@@ -14,6 +14,10 @@
 | textgen_prompt_cache_lookups_total            | counter   | result                  | prompts found started, or read    |
 | textgen_model_versions_loaded                 | gauge     | model                   | versions of each model in memory  |
 | textgen_model_latest_version                  | gauge     | model                   | the version "latest" means        |
+| textgen_key_requests_total                    | counter   | key, method, code       | calls made with each API key      |
+| textgen_key_generated_characters_total        | counter   | key                     | characters generated per key      |
+| textgen_key_scored_characters_total           | counter   | key                     | characters scored per key         |
+| textgen_key_upload_bytes_total                | counter   | key                     | bytes uploaded per key            |
 
 plus the process collector's ``process_*`` (CPU seconds, memory, open files). Counters and
 histograms belong to the process; the gauges are read from one server's engine and store when scraped.
@@ -55,6 +59,15 @@ PROMPT_LOOKUPS = Counter(
     "textgen_prompt_cache_lookups", "Prompts of joining streams whose started state was found (result=hit: cached, "
     "or read once for several streams of the same group) or read by the model (result=miss).", ["result"],
     registry=PROCESS)
+# Per API key (server.usage): labelled by key id, never the secret; calls made with auth off are not here.
+KEY_REQUESTS = Counter("textgen_key_requests", "gRPC calls made with each API key, by method and final status code.",
+                       ["key", "method", "code"], registry=PROCESS)
+KEY_GENERATED = Counter("textgen_key_generated_characters", "Characters generated for each API key.", ["key"],
+                        registry=PROCESS)
+KEY_SCORED = Counter("textgen_key_scored_characters", "Characters scored for each API key.", ["key"],
+                     registry=PROCESS)
+KEY_UPLOADED = Counter("textgen_key_upload_bytes", "Corpus and model bytes uploaded with each API key.", ["key"],
+                       registry=PROCESS)
 COMPILE_SECONDS = Histogram(
     "textgen_xla_compile_seconds", "Time to compile one XLA program of a decode function (start or advance) "
     "for one input shape, on the engine's background thread.", ["function"],

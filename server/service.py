@@ -5,12 +5,17 @@ Every call that names a model looks at that model's folder first (``fresh``): re
 them at once, "latest" included, not at their next rescan."""
 from __future__ import annotations
 
+import threading
+
 from server import engine as engine_module
 from server import metrics, scoring, tfjs_models
+from server.auth import caller_of
 from server.corpora import Corpora
 from server.engine import Engine, SamplingParams
 from server.errors import request_errors
+from server.limits import Quota
 from server.store import ModelStore, ServedModel
+from server.usage import Usage
 from textgen.v1 import textgen_pb2 as pb
 from textgen.v1 import textgen_pb2_grpc
 
@@ -20,13 +25,16 @@ STOP_REASONS = {engine_module.LENGTH: pb.STOP_REASON_LENGTH, engine_module.SHUTD
 
 class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
     def __init__(self, store: ModelStore, engine: Engine, max_score_chars: int = 100_000,
-                 corpora: Corpora | None = None):
+                 corpora: Corpora | None = None, quota: Quota | None = None, usage: Usage | None = None):
         self.store = store
         self.engine = engine
         self.max_score_chars = max_score_chars
         self.corpora = corpora or Corpora()
+        self.quota = quota or Quota(None, Quota.NO_LIMITS)
+        self.usage = usage or Usage(None)
 
     def Generate(self, request, context):
+        caller = caller_of(context)
         with request_errors(context):
             model = self.store.get(request.model, request.version, fresh=True)
             params = SamplingParams(
@@ -34,10 +42,23 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
                 seed=request.seed if request.HasField("seed") else None, top_k=request.top_k,
                 top_p=request.top_p if request.HasField("top_p") else 1.0, stop=tuple(request.stop),
                 logprobs=request.logprobs, resume_offset=request.resume_offset)
-            stream = self.engine.submit(model, request.prompt, params)
+            lease = self.quota.open_stream(caller, max(0, params.length - params.resume_offset))
+            try:
+                stream = self.engine.submit(model, request.prompt, params)
+            except BaseException:
+                lease.close(0)
+                raise
+        ended = threading.Lock()
+
+        def end():  # once, whichever comes first: the call's end or the generator's
+            if ended.acquire(blocking=False):
+                stream.cancel()
+                lease.close(stream.produced)
+                self.usage.generated(caller.id, stream.produced)
+
         # Runs when the call ends for any reason: a client that cancels or runs out of time frees
         # its slot at once, and the engine drops its row by the next step.
-        context.add_callback(stream.cancel)
+        context.add_callback(end)
         yield pb.GenerateResponse(start=pb.StreamStart(
             model=model.name, version=model.version, prompt=stream.prompt, seed=stream.seed))
         try:
@@ -45,7 +66,7 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
                 for chunk in stream.chunks():
                     yield pb.GenerateResponse(text=chunk.text, logprobs=chunk.logprobs)
         finally:
-            stream.cancel()  # a no-op when it ended; frees the slot when the generator is closed early
+            end()  # frees the slot when the generator is closed early; the key's place and characters too
         if stream.stop_reason in STOP_REASONS:
             yield pb.GenerateResponse(end=pb.StreamEnd(
                 reason=STOP_REASONS[stream.stop_reason], characters=stream.produced))
@@ -55,6 +76,7 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
             model = self.store.get(request.model, request.version, fresh=True)
             score = scoring.score_text(model, request.text, self.max_score_chars)
         metrics.observe_score(model.name, score.characters)
+        self.usage.scored(caller_of(context).id, score.characters)
         return pb.ScoreResponse(model=model.name, version=model.version, characters=score.characters,
                                 log_likelihood=score.log_likelihood, bits_per_char=score.bits_per_char,
                                 logprobs=score.logprobs.tolist() if request.per_character else [])
@@ -106,5 +128,6 @@ def model_info(model: ServedModel) -> pb.ModelInfo:
         objective=str(meta.get("objective") or ""),
         epochs=int(meta.get("epochs") or 0),
         job_id=str(meta.get("job_id") or ""),
+        trained_by=str(meta.get("trained_by") or ""),
         **numbers,
     )

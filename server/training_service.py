@@ -1,10 +1,15 @@
 """The Training gRPC service: a thin adapter from requests to server.jobs.Jobs and server.corpora.Corpora."""
 from __future__ import annotations
 
+import contextlib
+
 from server import tfjs_models
+from server.auth import caller_of
 from server.corpora import Corpora
 from server.errors import request_errors
 from server.jobs import Jobs
+from server.limits import Quota
+from server.usage import Usage
 from textgen import schema
 from textgen.v1 import textgen_pb2 as pb
 from textgen.v1 import textgen_pb2_grpc
@@ -13,43 +18,50 @@ JOB_STATES = {"queued": pb.JOB_STATE_QUEUED, "started": pb.JOB_STATE_STARTED, "f
               "failed": pb.JOB_STATE_FAILED, "cancelled": pb.JOB_STATE_CANCELLED}
 
 
-def register(grpc_server, settings, store=None):
+def register(grpc_server, settings, store=None, quota: Quota | None = None, usage: Usage | None = None):
     """Add the Training service to ``grpc_server``; returns the servicer. With ``store`` (the
-    TextGen service's ModelStore), a finished job's model is loaded before watchers hear "finished"."""
+    TextGen service's ModelStore), a finished job's model is loaded before watchers hear "finished";
+    ``quota`` and ``usage``: the keys' limits and usage (none when not given)."""
     on_published = (lambda name, _version: store.rescan(names=[name])) if store is not None else None
     corpora = Corpora(settings.max_upload_bytes)
     jobs = Jobs(redis_url=settings.redis_url, models_dir=settings.models_dir, on_published=on_published,
                 corpora=corpora)
-    servicer = TrainingServicer(jobs, corpora, on_published)
+    servicer = TrainingServicer(jobs, corpora, on_published, quota, usage)
     textgen_pb2_grpc.add_TrainingServicer_to_server(servicer, grpc_server)
     return servicer
 
 
 class TrainingServicer(textgen_pb2_grpc.TrainingServicer):
-    def __init__(self, jobs: Jobs, corpora: Corpora, on_published=None):
+    def __init__(self, jobs: Jobs, corpora: Corpora, on_published=None, quota: Quota | None = None,
+                 usage: Usage | None = None):
         self.jobs, self.corpora, self.on_published = jobs, corpora, on_published
+        self.quota = quota or Quota(None, Quota.NO_LIMITS)
+        self.usage = usage or Usage(None)
 
     def SubmitTrain(self, request, context):
+        caller = caller_of(context)
         with request_errors(context):
             return job_message(self.jobs.submit(
                 corpus=request.corpus, corpus_id=request.corpus_id, options=schema.to_dict(request.options),
-                model_name=request.model_name, from_model=request.from_model, from_version=request.from_version))
+                model_name=request.model_name, from_model=request.from_model, from_version=request.from_version,
+                owner=caller.id, admission=self.quota.job_slot(caller, lambda: self.jobs.count_active(caller.id))))
 
     def GetJob(self, request, context):
         with request_errors(context):
-            return job_message(self.jobs.get(request.job_id))
+            return job_message(self.jobs.get(request.job_id, caller_of(context)))
 
     def ListJobs(self, request, context):
         with request_errors(context):
-            return pb.ListJobsResponse(jobs=[job_message(j) for j in self.jobs.list(request.limit)])
+            return pb.ListJobsResponse(jobs=[job_message(j) for j in self.jobs.list(request.limit, caller_of(context))])
 
     def CancelJob(self, request, context):
         with request_errors(context):
-            return job_message(self.jobs.cancel(request.job_id))
+            return job_message(self.jobs.cancel(request.job_id, caller_of(context)))
 
     def WatchJob(self, request, context):
         with request_errors(context):
-            for event_id, event in self.jobs.watch(request.job_id, is_active=context.is_active):
+            for event_id, event in self.jobs.watch(request.job_id, is_active=context.is_active,
+                                                   viewer=caller_of(context)):
                 message = event_message(request.job_id, event_id, event)
                 if message is not None:
                     yield message
@@ -59,14 +71,34 @@ class TrainingServicer(textgen_pb2_grpc.TrainingServicer):
             return pb.ListCorporaResponse(corpora=[pb.Corpus(**c) for c in self.corpora.list()])
 
     def UploadCorpus(self, request_iterator, context):
-        with request_errors(context):
-            return pb.Corpus(**self.corpora.upload((chunk.name, chunk.data) for chunk in request_iterator))
+        with request_errors(context), self._counted(context, request_iterator, lambda c: len(c.data)) as chunks:
+            return pb.Corpus(**self.corpora.upload((chunk.name, chunk.data) for chunk in chunks))
 
     def ImportTfjs(self, request_iterator, context):
-        with request_errors(context):
+        size = lambda c: len(c.weights) + len(c.model_json.encode("utf-8"))  # noqa: E731
+        with request_errors(context), self._counted(context, request_iterator, size) as chunks:
             return pb.ImportTfjsResponse(**tfjs_models.import_tfjs(
-                request_iterator, self.corpora, self.jobs.models.root, self.corpora.max_upload_bytes,
-                self.on_published))
+                chunks, self.corpora, self.jobs.models.root, self.corpora.max_upload_bytes, self.on_published))
+
+    @contextlib.contextmanager
+    def _counted(self, context, chunks, size):
+        """``chunks`` counted against the caller's upload bytes per day (given back if the upload fails),
+        and added to its usage when it succeeds."""
+        caller = caller_of(context)
+        counted, giveback = self.quota.counted_upload(caller, chunks, size)
+        total = [0]
+
+        def tally():
+            for chunk in counted:
+                total[0] += size(chunk)
+                yield chunk
+
+        try:
+            yield tally()
+        except BaseException:
+            giveback()
+            raise
+        self.usage.uploaded(caller.id, total[0])
 
     def close(self) -> None:
         """Nothing to release: the Redis pool closes with the process."""
@@ -79,7 +111,8 @@ def job_message(job: dict) -> pb.Job:
         model_version=job["model_version"], error=job["error"], enqueued_at=job["enqueued_at"] or 0.0,
         started_at=job["started_at"] or 0.0, ended_at=job["ended_at"] or 0.0, epoch=job["epoch"],
         epochs=job["epochs"] or job["options"].get("epochs", 0), loss=job["loss"] or 0.0,
-        val_loss=job["val_loss"] or 0.0, attempts=job["attempts"], from_model=job["from_model"])
+        val_loss=job["val_loss"] or 0.0, attempts=job["attempts"], from_model=job["from_model"],
+        owner=job.get("owner", ""))
 
 
 def event_message(job_id: str, event_id: str, event: dict) -> pb.JobEvent | None:

@@ -18,7 +18,10 @@ Each job has, in Redis (``JOB_KEY`` and friends below):
   plus the last of each epoch), ``epoch``, ``checkpoint``, and one of ``finished`` (model_name,
   model_version), ``failed`` (reason), ``cancelled``. Nothing is appended after one of those three;
 - ``textgen:job:<id>:cancel``: set by CancelJob; the job checks it at batch boundaries;
-- ``textgen:jobs``: a sorted set of job ids by submit time.
+- ``textgen:jobs``: a sorted set of job ids by submit time;
+- ``textgen:jobs:owner:<key id>``: the same, for the jobs one API key submitted (the summary's
+  ``owner``), and ``textgen:jobs:active:<key id>``: a set of its jobs that may not have ended yet
+  (ended ones are taken out when the key's jobs are counted).
 
 No TensorFlow and no training code here: the server imports this module.
 """
@@ -46,6 +49,14 @@ BATCH_EVENTS_PER_SECOND = 5
 STOP_CHECK_SECONDS = 0.2  # how often a running job looks at its cancel flag (at batch boundaries)
 MAX_ATTEMPTS = 4  # the first run and up to 3 retries after a worker died (rq.Retry(max=3))
 
+
+
+def owner_index(key_id: str) -> str:
+    return f"{KEY_PREFIX}:jobs:owner:{key_id}"
+
+
+def owner_active(key_id: str) -> str:
+    return f"{KEY_PREFIX}:jobs:active:{key_id}"
 
 
 def job_key(job_id: str) -> str:
@@ -147,16 +158,20 @@ def record_event(redis, job_id: str, event: dict) -> str | None:
 
 
 def create_record(redis, job_id: str, corpus: str, model_name: str, options: dict,
-                  from_model: tuple[str, int] | None) -> None:
-    """Write a new job's summary, index it and append its ``queued`` event (before it is enqueued)."""
+                  from_model: tuple[str, int] | None, owner: str = "") -> None:
+    """Write a new job's summary, index it and append its ``queued`` event (before it is enqueued).
+    ``owner``: the id of the API key that submitted it ("" with auth off)."""
     now = time.time()
     with redis.pipeline() as pipe:
         pipe.hset(job_key(job_id), mapping={
             "id": job_id, "corpus": corpus, "model_name": model_name,
             "options": json.dumps(options), "from_model": f"{from_model[0]}:{from_model[1]}" if from_model else "",
-            "enqueued_at": now, "attempts": 0,
+            "enqueued_at": now, "attempts": 0, "owner": owner,
         })
         pipe.zadd(JOBS_INDEX, {job_id: now})
+        if owner:
+            pipe.zadd(owner_index(owner), {job_id: now})
+            pipe.sadd(owner_active(owner), job_id)
         pipe.execute()
     record_event(redis, job_id, {"type": "queued", "time": now})
 
@@ -169,7 +184,7 @@ def read_summary(redis, job_id: str) -> dict | None:
     s = {_text(k): _text(v) for k, v in raw.items()}
     out = {"id": s.get("id", job_id), "state": s.get("state", "queued"), "corpus": s.get("corpus", ""),
            "model_name": s.get("model_name", ""), "from_model": s.get("from_model", ""),
-           "error": s.get("error", "")}
+           "error": s.get("error", ""), "owner": s.get("owner", "")}
     out["options"] = json.loads(s["options"]) if s.get("options") else {}
     for name in ("enqueued_at", "started_at", "ended_at", "loss", "val_loss"):
         out[name] = float(s[name]) if s.get(name) not in (None, "") else None

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 
-from textgen import config
+from textgen import config, keys
 from textgen.jobs import (BATCH_EVENTS_PER_SECOND, MAX_ATTEMPTS, STOP_CHECK_SECONDS, PayloadError, cancel_key, job_key,
                           parse_payload, record_event)
 from textgen.models_dir import ModelsDir, NoSuchModel, NoSuchVersion
@@ -86,6 +86,20 @@ class TrainingRun:
         self._cancelled = False
 
     def run(self, payload) -> dict:
+        began = time.monotonic()
+        try:
+            return self._run(payload)
+        finally:  # this attempt's time, counted to the key that submitted the job (textgen.keys usage)
+            try:
+                keys.add_training_seconds(self.redis, self._owner(), time.monotonic() - began)
+            except Exception:  # noqa: BLE001  (usage must not fail the job)
+                log.warning("job %s: could not record its training seconds", self.job_id, exc_info=True)
+
+    def _owner(self) -> str:
+        owner = self.redis.hget(job_key(self.job_id), "owner")
+        return owner.decode() if owner else ""
+
+    def _run(self, payload) -> dict:
         checkpoint_dir = config.checkpoints_dir() / self.job_id
         try:
             spec = parse_payload(payload)
@@ -134,6 +148,9 @@ class TrainingRun:
         if result.stopped or self._cancel_requested():
             return self._cancel(checkpoint_dir)
         meta = {**result.meta, "job_id": self.job_id}
+        owner = self._owner()
+        if owner:
+            meta["trained_by"] = owner  # the API key that submitted the job
         _path, version = export.publish(result.model, meta, config.models_dir(), spec["model_name"])
         return self._finish(spec["model_name"], version, checkpoint_dir)
 

@@ -81,6 +81,10 @@ class WorkerMetrics(Collector):
                                 registry=self.registry)
         self.rate = Gauge("textgen_training_examples_per_second", "The last completed epoch's examples per second.",
                           registry=self.registry)
+        self.key_seconds = Counter("textgen_key_training_seconds",
+                                   "Seconds of training this worker ran for each API key (the key that submitted "
+                                   "the job; jobs submitted with auth off are not here).", ["key"],
+                                   registry=self.registry)
         self.busy = Gauge("textgen_training_busy", "1 while this worker runs a training job.", registry=self.registry)
         for state in training_job.TERMINAL_STATES:  # zeros from the start, so rate() sees the first job
             self.jobs.labels(state)
@@ -132,7 +136,11 @@ class WorkerMetrics(Collector):
         elif kind in training_job.TERMINAL_STATES:
             self.jobs.labels(kind).inc()
             if self._started is not None:
-                self.durations.labels(kind).observe(max(0.0, event["time"] - self._started))
+                seconds = max(0.0, event["time"] - self._started)
+                self.durations.labels(kind).observe(seconds)
+                owner = self.redis.hget(training_job.job_key(self._job), "owner")
+                if owner:
+                    self.key_seconds.labels(owner.decode()).inc(seconds)
 
 
 def serve(redis, queue_name: str, environ, count_workers) -> WorkerMetrics:

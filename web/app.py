@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from client.api import Client, TextgenError
-from web import api, completions, tfjs
+from web import api, completions, keys, tfjs
 from web.errors import Body, error_response, validation_message
 from web.settings import Settings
 
@@ -53,10 +53,14 @@ def create_app(client: Client | None = None, settings: Settings | None = None) -
     app.include_router(api.router)
     app.include_router(tfjs.router)
     app.include_router(completions.router)
+    app.include_router(keys.router)
 
     @app.exception_handler(TextgenError)
     async def on_textgen_error(request: Request, exc: TextgenError):
-        return _error(request, exc.code, exc.message)
+        response = _error(request, exc.code, exc.message)
+        if exc.retry_after is not None:  # a key past one of its limits (429)
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError):

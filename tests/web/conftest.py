@@ -1,8 +1,8 @@
 """One real stack for the web tests: redis-server, `python -m server`, `python -m trainer worker` and
 `python -m web`, each its own process on a free loopback port, sharing a temporary data directory.
 
-The server needs a token (TEXTGEN_TOKENS_FILE), so every test also shows that the gateway passes the
-caller's token on. The stack is started once for the whole web test package (the three modules
+The server needs a key (TEXTGEN_AUTH=keys, with TEXTGEN_TOKENS_FILE's token as an all-scopes key), so
+every test also shows that the gateway passes the caller's token on. The stack is started once for the whole web test package (the three modules
 share it) and stopped at the end of the session; `tiny_model` trains one tiny model through the
 HTTP API, on the real worker, for the tests that generate.
 """
@@ -49,9 +49,12 @@ class WebStack:
             "REDIS_URL": self.redis.url, "TEXTGEN_DATA_DIR": str(self.data_dir), "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONUNBUFFERED": "1", "TEXTGEN_ADDR": f"127.0.0.1:{self.grpc_port}",
             "TEXTGEN_SERVER": f"127.0.0.1:{self.grpc_port}", "TEXTGEN_WEB_ADDR": f"127.0.0.1:{self.web_port}",
+            # keys in Redis (python -m server keys), and the tokens file's token as an all-scopes key
+            "TEXTGEN_AUTH": "keys", "TEXTGEN_KEYS_REFRESH_SECONDS": "0.3",
             "TEXTGEN_TOKENS_FILE": str(tokens), "TEXTGEN_RELOAD_SECONDS": "0.2",
             # long streams for the stop and disconnect tests; few slots, so a leaked one shows
             "TEXTGEN_MAX_LENGTH": "4000000", "TEXTGEN_MAX_STREAMS": "4",
+            "TEXTGEN_KEY_CHARS_PER_MINUTE": "0",  # keys' default: no character limit (tests/web/test_keys_http.py sets one)
             "PYTHONPATH": str(REPO),
         })
         self.processes: dict[str, subprocess.Popen] = {}

@@ -367,3 +367,33 @@ def test_deleting_a_model_removes_it_from_the_table(browser, web_stack):
     wait_until(lambda: text(browser, "status") == f"Deleted {PAGE_MODEL} (version 1).", what="the deletion")
     assert not browser.find_elements(By.CSS_SELECTOR, f"#models tr[data-model='{PAGE_MODEL}']")
     assert web_stack.http.get(f"/api/v1/models/{PAGE_MODEL}").status_code == 404
+
+
+def test_a_generate_only_key_gets_a_page_that_says_why_training_is_off(browser, web_stack, tiny_model):
+    made = web_stack.http.post("/api/v1/keys", json={"scopes": ["generate"], "name": "page-generate"}).json()
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(web_stack.url + "/")
+    wait_until(lambda: el(browser, "token-box").is_displayed(), what="the token prompt")
+    fill(browser, "token", made["secret"])
+    el(browser, "token-save").click()
+    wait_until(lambda: text(browser, "status").startswith("Ready"), what="the page to load",
+               diagnose=lambda: error_text(browser))
+    try:
+        assert error_text(browser) == ""
+        assert text(browser, "key-info") == f"Key {made['key']['id']} (page-generate): scopes generate."
+        notes = browser.execute_script(
+            "return [...document.querySelectorAll('.scope-note')].filter(n => !n.hidden).map(n => n.textContent)")
+        assert notes == [f"{what} needs a key with scope 'train'; this key has generate."
+                         for what in ("Uploading and choosing a text to train on", "Importing a model", "Training")]
+        for element_id in ("train", "upload", "corpus", "import", "model-name", "from-model"):
+            assert not el(browser, element_id).is_enabled(), element_id
+        assert el(browser, "gen-model").is_enabled()
+        wait_until(lambda: el(browser, "generate").is_enabled(), what="generation to be offered")
+        from selenium.webdriver.common.by import By
+
+        delete = browser.find_element(By.CSS_SELECTOR, "#models tr[data-model='tiny-web'] button.delete")
+        assert not delete.is_enabled()
+        assert delete.get_attribute("title") == "Deleting a model needs a key with scope 'admin'; this key has generate."
+    finally:  # the next tests run with the stack's all-scopes token again
+        browser.execute_script("sessionStorage.setItem('textgen.token', arguments[0])", TOKEN)
+        browser.get(web_stack.url + "/")

@@ -123,7 +123,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "charset_size", "charset", "sample_len", "lstm_layer_sizes", "corpus", "corpus_sha256", "loss", "val_loss", "bits_per_char", "created", "objective", "epochs", "job_id")
+    __slots__ = ("name", "version", "charset_size", "charset", "sample_len", "lstm_layer_sizes", "corpus", "corpus_sha256", "loss", "val_loss", "bits_per_char", "created", "objective", "epochs", "job_id", "trained_by")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CHARSET_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,7 @@ class ModelInfo(_message.Message):
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_BY_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     charset_size: int
@@ -154,7 +155,8 @@ class ModelInfo(_message.Message):
     objective: str
     epochs: int
     job_id: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., charset_size: _Optional[int] = ..., charset: _Optional[str] = ..., sample_len: _Optional[int] = ..., lstm_layer_sizes: _Optional[_Iterable[int]] = ..., corpus: _Optional[str] = ..., corpus_sha256: _Optional[str] = ..., loss: _Optional[float] = ..., val_loss: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., created: _Optional[float] = ..., objective: _Optional[str] = ..., epochs: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
+    trained_by: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., charset_size: _Optional[int] = ..., charset: _Optional[str] = ..., sample_len: _Optional[int] = ..., lstm_layer_sizes: _Optional[_Iterable[int]] = ..., corpus: _Optional[str] = ..., corpus_sha256: _Optional[str] = ..., loss: _Optional[float] = ..., val_loss: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., created: _Optional[float] = ..., objective: _Optional[str] = ..., epochs: _Optional[int] = ..., job_id: _Optional[str] = ..., trained_by: _Optional[str] = ...) -> None: ...
 
 class DeleteModelRequest(_message.Message):
     __slots__ = ("model", "version", "all_versions")
@@ -277,7 +279,7 @@ class SubmitTrainRequest(_message.Message):
     def __init__(self, corpus: _Optional[str] = ..., corpus_id: _Optional[str] = ..., options: _Optional[_Union[TrainOptions, _Mapping]] = ..., model_name: _Optional[str] = ..., from_model: _Optional[str] = ..., from_version: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "corpus", "model_name", "options", "model_version", "error", "enqueued_at", "started_at", "ended_at", "epoch", "epochs", "loss", "val_loss", "attempts", "from_model")
+    __slots__ = ("id", "state", "corpus", "model_name", "options", "model_version", "error", "enqueued_at", "started_at", "ended_at", "epoch", "epochs", "loss", "val_loss", "attempts", "from_model", "owner")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CORPUS_FIELD_NUMBER: _ClassVar[int]
@@ -294,6 +296,7 @@ class Job(_message.Message):
     VAL_LOSS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     FROM_MODEL_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: JobState
     corpus: str
@@ -310,7 +313,8 @@ class Job(_message.Message):
     val_loss: float
     attempts: int
     from_model: str
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., corpus: _Optional[str] = ..., model_name: _Optional[str] = ..., options: _Optional[_Union[TrainOptions, _Mapping]] = ..., model_version: _Optional[int] = ..., error: _Optional[str] = ..., enqueued_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., loss: _Optional[float] = ..., val_loss: _Optional[float] = ..., attempts: _Optional[int] = ..., from_model: _Optional[str] = ...) -> None: ...
+    owner: str
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., corpus: _Optional[str] = ..., model_name: _Optional[str] = ..., options: _Optional[_Union[TrainOptions, _Mapping]] = ..., model_version: _Optional[int] = ..., error: _Optional[str] = ..., enqueued_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., loss: _Optional[float] = ..., val_loss: _Optional[float] = ..., attempts: _Optional[int] = ..., from_model: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -527,3 +531,111 @@ class ImportTfjsResponse(_message.Message):
     sample_len: int
     lstm_layer_sizes: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., charset_size: _Optional[int] = ..., sample_len: _Optional[int] = ..., lstm_layer_sizes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class KeyLimits(_message.Message):
+    __slots__ = ("max_streams", "chars_per_minute", "max_jobs", "upload_bytes_per_day")
+    MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    CHARS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    MAX_JOBS_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_BYTES_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    max_streams: int
+    chars_per_minute: int
+    max_jobs: int
+    upload_bytes_per_day: int
+    def __init__(self, max_streams: _Optional[int] = ..., chars_per_minute: _Optional[int] = ..., max_jobs: _Optional[int] = ..., upload_bytes_per_day: _Optional[int] = ...) -> None: ...
+
+class KeyInfo(_message.Message):
+    __slots__ = ("id", "name", "scopes", "limits", "created", "source", "auth")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCOPES_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    scopes: _containers.RepeatedScalarFieldContainer[str]
+    limits: KeyLimits
+    created: float
+    source: str
+    auth: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[KeyLimits, _Mapping]] = ..., created: _Optional[float] = ..., source: _Optional[str] = ..., auth: _Optional[str] = ...) -> None: ...
+
+class WhoAmIRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class CreateKeyRequest(_message.Message):
+    __slots__ = ("name", "scopes", "limits")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCOPES_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    scopes: _containers.RepeatedScalarFieldContainer[str]
+    limits: KeyLimits
+    def __init__(self, name: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[KeyLimits, _Mapping]] = ...) -> None: ...
+
+class CreatedKey(_message.Message):
+    __slots__ = ("key", "secret")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    key: KeyInfo
+    secret: str
+    def __init__(self, key: _Optional[_Union[KeyInfo, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class ListKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[KeyInfo]
+    def __init__(self, keys: _Optional[_Iterable[_Union[KeyInfo, _Mapping]]] = ...) -> None: ...
+
+class RevokeKeyRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class RequestCount(_message.Message):
+    __slots__ = ("method", "code", "count")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    code: str
+    count: int
+    def __init__(self, method: _Optional[str] = ..., code: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("key_id", "requests", "generated_characters", "scored_characters", "training_seconds", "upload_bytes", "upload_bytes_today", "open_streams", "active_jobs", "limits")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_CHARACTERS_FIELD_NUMBER: _ClassVar[int]
+    SCORED_CHARACTERS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_BYTES_TODAY_FIELD_NUMBER: _ClassVar[int]
+    OPEN_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_JOBS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    requests: _containers.RepeatedCompositeFieldContainer[RequestCount]
+    generated_characters: int
+    scored_characters: int
+    training_seconds: float
+    upload_bytes: int
+    upload_bytes_today: int
+    open_streams: int
+    active_jobs: int
+    limits: KeyLimits
+    def __init__(self, key_id: _Optional[str] = ..., requests: _Optional[_Iterable[_Union[RequestCount, _Mapping]]] = ..., generated_characters: _Optional[int] = ..., scored_characters: _Optional[int] = ..., training_seconds: _Optional[float] = ..., upload_bytes: _Optional[int] = ..., upload_bytes_today: _Optional[int] = ..., open_streams: _Optional[int] = ..., active_jobs: _Optional[int] = ..., limits: _Optional[_Union[KeyLimits, _Mapping]] = ...) -> None: ...

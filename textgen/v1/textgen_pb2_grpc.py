@@ -717,3 +717,266 @@ class Training:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class KeysStub:
+    """---------------------------------------------------------------------------------------------
+    API keys (TEXTGEN_AUTH=keys): who may do what, and how much
+    ---------------------------------------------------------------------------------------------
+
+    WhoAmI and GetUsage of the calling key need only a valid key; the rest need scope "admin".
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.WhoAmI = channel.unary_unary(
+                '/textgen.v1.Keys/WhoAmI',
+                request_serializer=textgen_dot_v1_dot_textgen__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=textgen_dot_v1_dot_textgen__pb2.KeyInfo.FromString,
+                _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/textgen.v1.Keys/GetUsage',
+                request_serializer=textgen_dot_v1_dot_textgen__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=textgen_dot_v1_dot_textgen__pb2.Usage.FromString,
+                _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/textgen.v1.Keys/CreateKey',
+                request_serializer=textgen_dot_v1_dot_textgen__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=textgen_dot_v1_dot_textgen__pb2.CreatedKey.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/textgen.v1.Keys/ListKeys',
+                request_serializer=textgen_dot_v1_dot_textgen__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=textgen_dot_v1_dot_textgen__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/textgen.v1.Keys/RevokeKey',
+                request_serializer=textgen_dot_v1_dot_textgen__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=textgen_dot_v1_dot_textgen__pb2.KeyInfo.FromString,
+                _registered_method=True)
+
+
+class KeysServicer:
+    """---------------------------------------------------------------------------------------------
+    API keys (TEXTGEN_AUTH=keys): who may do what, and how much
+    ---------------------------------------------------------------------------------------------
+
+    WhoAmI and GetUsage of the calling key need only a valid key; the rest need scope "admin".
+    """
+
+    def WhoAmI(self, request, context):
+        """The calling key: its id, name, scopes and limits (with auth off: auth "off", every scope).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
+        """A key's usage: its own with `key` empty; another key's needs scope "admin".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateKey(self, request, context):
+        """A new key; its secret is in the reply and nowhere else.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """Every replica refuses the key within TEXTGEN_KEYS_REFRESH_SECONDS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_KeysServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=textgen_dot_v1_dot_textgen__pb2.WhoAmIRequest.FromString,
+                    response_serializer=textgen_dot_v1_dot_textgen__pb2.KeyInfo.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=textgen_dot_v1_dot_textgen__pb2.GetUsageRequest.FromString,
+                    response_serializer=textgen_dot_v1_dot_textgen__pb2.Usage.SerializeToString,
+            ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=textgen_dot_v1_dot_textgen__pb2.CreateKeyRequest.FromString,
+                    response_serializer=textgen_dot_v1_dot_textgen__pb2.CreatedKey.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=textgen_dot_v1_dot_textgen__pb2.ListKeysRequest.FromString,
+                    response_serializer=textgen_dot_v1_dot_textgen__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=textgen_dot_v1_dot_textgen__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=textgen_dot_v1_dot_textgen__pb2.KeyInfo.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'textgen.v1.Keys', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('textgen.v1.Keys', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Keys:
+    """---------------------------------------------------------------------------------------------
+    API keys (TEXTGEN_AUTH=keys): who may do what, and how much
+    ---------------------------------------------------------------------------------------------
+
+    WhoAmI and GetUsage of the calling key need only a valid key; the rest need scope "admin".
+    """
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/textgen.v1.Keys/WhoAmI',
+            textgen_dot_v1_dot_textgen__pb2.WhoAmIRequest.SerializeToString,
+            textgen_dot_v1_dot_textgen__pb2.KeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/textgen.v1.Keys/GetUsage',
+            textgen_dot_v1_dot_textgen__pb2.GetUsageRequest.SerializeToString,
+            textgen_dot_v1_dot_textgen__pb2.Usage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/textgen.v1.Keys/CreateKey',
+            textgen_dot_v1_dot_textgen__pb2.CreateKeyRequest.SerializeToString,
+            textgen_dot_v1_dot_textgen__pb2.CreatedKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/textgen.v1.Keys/ListKeys',
+            textgen_dot_v1_dot_textgen__pb2.ListKeysRequest.SerializeToString,
+            textgen_dot_v1_dot_textgen__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/textgen.v1.Keys/RevokeKey',
+            textgen_dot_v1_dot_textgen__pb2.RevokeKeyRequest.SerializeToString,
+            textgen_dot_v1_dot_textgen__pb2.KeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -224,6 +224,10 @@ function deleteButton(m) {
     }
   });
   b.classList.add("delete");
+  if (!can("admin")) {
+    b.disabled = true;
+    b.title = `Deleting a model needs a key with scope 'admin'; this key has ${key.scopes.join(", ")}.`;
+  }
   return b;
 }
 
@@ -622,23 +626,66 @@ function stopGeneration() { if (generation) generation.abort(); }
 
 function updateButtons() {
   const training = !!job && (job.state === "queued" || job.state === "started");
-  $("train").disabled = training;
+  $("train").disabled = training || !can("train");
   $("cancel-job").disabled = !training;
-  $("generate").disabled = !!generation || models.length === 0;
+  $("generate").disabled = !!generation || models.length === 0 || !can("generate");
   $("stop").disabled = !generation;
+}
+
+// ---- the key's scopes -------------------------------------------------------------------------------------
+
+let key = { auth: "off", scopes: ["generate", "train", "admin"] };   // until /api/v1/whoami says
+
+function can(scope) { return key.scopes.includes(scope); }
+
+// What each part of the page needs, and the note shown in it when the key lacks that scope (the models'
+// table stays: listing and downloading need 'generate', deleting 'admin', said on each Delete button).
+const NEEDS = [
+  ["#source-section", "train", "Uploading and choosing a text to train on"],
+  ["#model-section > .row", "train", ""],
+  ["#import-section", "train", "Importing a model"],
+  ["#training-section", "train", "Training"],
+  ["#generation-section", "generate", "Generating"],
+];
+
+function applyScopes() {
+  const who = key.auth === "off" ? "This server needs no key."
+    : `Key ${key.id}${key.name ? ` (${key.name})` : ""}: scopes ${key.scopes.join(", ") || "none"}.`;
+  $("key-info").textContent = who;
+  $("key-info").hidden = key.auth === "off";
+  for (const [selector, scope, what] of NEEDS) {
+    const part = document.querySelector(selector), allowed = can(scope);
+    for (const el of part.querySelectorAll("button, input, select, textarea")) {
+      if (!allowed) el.disabled = true;
+      else if (el.dataset.scopeDisabled) el.disabled = false;
+      el.dataset.scopeDisabled = allowed ? "" : "1";
+    }
+    if (!what) continue;
+    let note = part.querySelector(".scope-note");
+    if (!note) {
+      note = document.createElement("p");
+      note.className = "scope-note";
+      part.querySelector("h2, summary").after(note);
+    }
+    note.textContent = allowed ? "" : `${what} needs a key with scope '${scope}'; this key has ${key.scopes.join(", ") || "none"}.`;
+    note.hidden = allowed;
+  }
+  updateButtons();
 }
 
 async function init() {
   setStatus("Loading the corpora and models…");
   try {
+    key = await api("GET", "/api/v1/whoami");
     await loadRecipes();
-    await loadCorpora();
-    await loadModels();
+    if (can("train")) await loadCorpora();
+    if (can("generate")) await loadModels();
+    applyScopes();
     $("token-box").hidden = true;
     showError("");
     setStatus(models.length ? "Ready: train a model, or generate text with a trained one."
                             : "Ready: pick a text and train a model.");
-    await reattach();
+    if (can("train")) await reattach();
   } catch (err) {
     failed("Could not reach the service", err);
   }
