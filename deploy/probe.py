@@ -18,6 +18,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -65,9 +66,20 @@ def redis_url(url: str | None) -> str:
 
 
 def _redis(url: str):
+    """A client for ``url``, with the password in REDIS_PASSWORD_FILE and the CA in REDIS_CA_CERT when
+    they are set (as textgen.config.redis_options reads them; this script imports no textgen code)."""
     import redis
 
-    return redis.Redis.from_url(url, socket_connect_timeout=ATTEMPT_TIMEOUT, socket_timeout=ATTEMPT_TIMEOUT)
+    options = {}
+    if os.environ.get("REDIS_PASSWORD_FILE", "").strip():
+        try:
+            options["password"] = Path(os.environ["REDIS_PASSWORD_FILE"].strip()).read_text().strip()
+        except OSError as exc:
+            raise ProbeFailed(f"cannot read REDIS_PASSWORD_FILE: {exc}") from None
+    if url.startswith("rediss://") and os.environ.get("REDIS_CA_CERT", "").strip():
+        options["ssl_ca_certs"] = os.environ["REDIS_CA_CERT"].strip()
+    return redis.Redis.from_url(url, socket_connect_timeout=ATTEMPT_TIMEOUT, socket_timeout=ATTEMPT_TIMEOUT,
+                                **options)
 
 
 def redis_address(url: str) -> str:

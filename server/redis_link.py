@@ -19,11 +19,11 @@ class RedisLink:
     @property
     def client(self):
         """The client (created on first use; it connects on its first command)."""
-        import redis
-
         if self._client is None:
             try:
-                self._client = redis.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=READ_TIMEOUT_S)
+                self._client = config.redis_client(self.url, socket_connect_timeout=2, socket_timeout=READ_TIMEOUT_S)
+            except config.ConfigError as exc:
+                raise QueueUnavailable(str(exc)) from None
             except ValueError as exc:
                 raise QueueUnavailable(f"REDIS_URL is not a usable Redis URL ({exc})") from None
         return self._client

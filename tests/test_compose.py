@@ -87,9 +87,26 @@ def volume_mounts(service: dict) -> dict[str, str]:
 
 
 def test_five_services_with_restart_policies(services):
-    assert set(services) == {"redis", "worker", "server", "lb", "web"}
+    assert set(services) == {"redis-secret", "redis", "worker", "server", "lb", "web"}
     for name, service in services.items():
-        assert service.get("restart") == "unless-stopped", name
+        assert service.get("restart") == ("no" if name == "redis-secret" else "unless-stopped"), name
+
+
+def test_redis_needs_a_password_that_every_process_reads_from_a_file(compose, services):
+    """The password is made once by redis-secret (a one-shot that must succeed first), is in no
+    environment variable or command line, and reaches Redis (a config file) and the worker and
+    server (REDIS_PASSWORD_FILE) through one volume."""
+    assert "redis-secret" in compose["volumes"]
+    assert services["redis"]["depends_on"]["redis-secret"]["condition"] == "service_completed_successfully"
+    assert services["redis"]["command"][:2] == ["redis-server", "/secrets/redis.conf"]
+    assert volume_mounts(services["redis"])["redis-secret"] == "/secrets"
+    assert "REDISCLI_AUTH" in services["redis"]["healthcheck"]["test"][1]
+    for name in ("worker", "server"):
+        assert volume_mounts(services[name])["redis-secret"] == "/run/textgen", name
+        assert environment(services[name])["REDIS_PASSWORD_FILE"] == "/run/textgen/redis-password", name
+        assert "@" not in environment(services[name])["REDIS_URL"], name  # no password in the URL
+    script = services["redis-secret"]["command"][0]
+    assert "/dev/urandom" in script and "requirepass" in script
 
 
 def test_images_are_pinned_or_built(services):
@@ -118,7 +135,7 @@ def test_redis_is_persistent(compose, services):
 
 
 def test_healthchecks_and_startup_order(services):
-    assert "redis-cli" in services["redis"]["healthcheck"]["test"] and "ping" in services["redis"]["healthcheck"]["test"]
+    assert "redis-cli ping" in services["redis"]["healthcheck"]["test"][1]
     assert services["server"]["healthcheck"]["test"][-1] == "grpc"
     assert services["worker"]["healthcheck"]["test"][-1] == "redis"
     for name in ("worker", "server"):
@@ -133,6 +150,9 @@ def test_environment_is_set_once_and_is_what_the_code_reads(services):
     known = code_env_names()
     assert {"REDIS_URL", "TEXTGEN_DATA_DIR", "TEXTGEN_ADDR", "TEXTGEN_SERVER"} <= known, sorted(known)
     for name, service in services.items():
+        if name == "redis-secret":  # its one variable is read by its own shell script
+            assert set(environment(service)) == {"TEXTGEN_REDIS_PASSWORD"}
+            continue
         unknown = set(environment(service)) - known
         assert not unknown, f"{name} sets variables no code reads: {sorted(unknown)}"
     assert environment(services["server"])["TEXTGEN_ADDR"] == "0.0.0.0:50051"

@@ -68,6 +68,40 @@ def redis_url() -> str:
     return os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
 
 
+def redis_options(env=os.environ) -> dict:
+    """What every process adds to REDIS_URL when it connects (keyword arguments of ``Redis.from_url``):
+
+    - REDIS_PASSWORD_FILE: a file holding Redis' password (compose's generated one, a Kubernetes
+      Secret), used when REDIS_URL carries none, so that the password is in no environment variable;
+    - REDIS_CA_CERT: a PEM file of the CA that signed a ``rediss://`` Redis' certificate.
+
+    ConfigError naming the variable when its file cannot be read."""
+    options = {}
+    path = env_path(env, "REDIS_PASSWORD_FILE")
+    if path is not None:
+        try:
+            options["password"] = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read REDIS_PASSWORD_FILE {path}: {exc.strerror}") from None
+    ca = env_path(env, "REDIS_CA_CERT")
+    if ca is not None:
+        if not ca.is_file():
+            raise ConfigError(f"REDIS_CA_CERT {ca} is not a readable file (a PEM CA certificate for rediss://)")
+        options["ssl_ca_certs"] = str(ca)
+    return options
+
+
+def redis_client(url: str | None = None, **kwargs):
+    """A redis-py client for ``url`` (default REDIS_URL) with ``redis_options()`` and ``kwargs``."""
+    import redis
+
+    url = url or redis_url()
+    options = redis_options()
+    if not url.startswith("rediss://"):
+        options.pop("ssl_ca_certs", None)
+    return redis.Redis.from_url(url, **options, **kwargs)
+
+
 def data_dir() -> Path:
     return Path(os.environ.get("TEXTGEN_DATA_DIR", DEFAULT_DATA_DIR))
 

@@ -306,8 +306,8 @@ def connect(url: str, wait_seconds: float):
     # A Redis restart (appendonly on, back within seconds) must not end the worker or its job: every
     # command, in the worker and in the forked work horse, retries (REDIS_RETRIES, backoff to 1 s).
     retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), REDIS_RETRIES)
-    client = redis.Redis.from_url(url, retry=retry, retry_on_error=[redis.exceptions.ConnectionError,
-                                                                    redis.exceptions.TimeoutError])
+    client = config.redis_client(url, retry=retry, retry_on_error=[redis.exceptions.ConnectionError,
+                                                                   redis.exceptions.TimeoutError])
     deadline = time.monotonic() + wait_seconds
     warned = False
     while True:
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     url = config.redis_url()
     try:
         redis = connect(url, args.wait_redis)
-    except ConnectionError as exc:
+    except (ConnectionError, config.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     name = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"

@@ -44,6 +44,7 @@ COMPOSE = shlex.split(os.environ["TEXTGEN_TEST_COMPOSE"])
 COMPOSE_V1 = Path(COMPOSE[0]).name == "docker-compose" and \
     subprocess.run([*COMPOSE, "version", "--short"], capture_output=True, text=True).stdout.startswith("1.")
 SERVICES = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))["services"]
+RUNNING = {name: 1 for name, service in SERVICES.items() if service.get("restart") != "no"}  # not one-shots
 
 
 def free_port() -> int:
@@ -125,8 +126,10 @@ def wait_healthy(expected: dict[str, int], timeout: float = 240) -> None:
         time.sleep(1)
 
 
-def redis_cli(*args: str) -> str:
-    return compose("exec", "-T", "redis", "redis-cli", *args).stdout.strip()
+def redis_cli(*args: str, password: bool = True) -> str:
+    """redis-cli in the redis container, with the password redis-secret made (REDISCLI_AUTH)."""
+    auth = 'REDISCLI_AUTH="$(cat /secrets/redis-password)" ' if password else ""
+    return compose("exec", "-T", "redis", "sh", "-c", f'{auth}exec redis-cli "$@"', "redis-cli", *args).stdout.strip()
 
 
 def job_events(job_id: str) -> list[dict]:
@@ -204,7 +207,10 @@ def test_build_with_legacy_builder(step):
 
 def test_up_healthy(step):
     compose("up", "-d", timeout=300)
-    wait_healthy({name: 1 for name in SERVICES})
+    wait_healthy(RUNNING)
+    # Redis needs the password redis-secret made; the worker and server have it (they are healthy)
+    assert redis_cli("PING", password=False).startswith("NOAUTH")
+    assert redis_cli("PING") == "PONG"
 
 
 def test_train_tfjs_code_and_generate(step):
@@ -234,7 +240,7 @@ def test_down_up_keeps_models_and_jobs(step):
     compose("down", timeout=300)
     assert containers(all_states=True) == [] and len(volumes()) == 2
     compose("up", "-d", timeout=300)
-    wait_healthy({name: 1 for name in SERVICES})
+    wait_healthy(RUNNING)
     assert "tfjs-tiny" in client("models")
     jobs = client("jobs")
     assert FOUND['job_id'] in jobs and "finished" in jobs, jobs
@@ -270,7 +276,7 @@ def test_two_server_replicas_act_as_one_behind_the_balancer(step):
     from client.api import Client
 
     compose("up", "-d", "--scale", "server=2", timeout=300)
-    wait_healthy({**{name: 1 for name in SERVICES}, "server": 2})
+    wait_healthy({**RUNNING, "server": 2})
     replicas = replica_addresses()
     assert len(replicas) == 2, replicas
 
@@ -311,7 +317,7 @@ def test_two_server_replicas_act_as_one_behind_the_balancer(step):
 
     # The killed replica comes back; a version published now is "latest" on both at once.
     compose("up", "-d", "--scale", "server=2", timeout=300)
-    wait_healthy({**{name: 1 for name in SERVICES}, "server": 2})
+    wait_healthy({**RUNNING, "server": 2})
     replicas = replica_addresses()
     with Client(f"127.0.0.1:{PORT}") as c:
         latest = c.get_model("tfjs-tiny").version
@@ -329,7 +335,7 @@ def test_two_server_replicas_act_as_one_behind_the_balancer(step):
 
 def test_stopped_worker_hands_its_job_to_the_other(step):
     compose("up", "-d", "--scale", "worker=2", "--scale", "server=2", timeout=300)
-    wait_healthy({**{name: 1 for name in SERVICES}, "worker": 2, "server": 2})
+    wait_healthy({**RUNNING, "worker": 2, "server": 2})
     job_id = client("submit-train", "--corpus", "tfjs-code", *TINY, "--epochs", "40", "--examples-per-epoch", "2048",
                     "--name", "tfjs-handover", "--detach").split()[0]
     wait_for("the job's first checkpoint", lambda: any(e["type"] == "checkpoint" for e in job_events(job_id)), 300)
