@@ -113,6 +113,7 @@ class Settings:
             raise SettingsError("TEXTGEN_AUTH=tokens needs TEXTGEN_TOKENS_FILE (a file with one token per line)")
         if auth == "off" and tokens_file:
             raise SettingsError("TEXTGEN_AUTH=off contradicts TEXTGEN_TOKENS_FILE: unset one of them")
+        shared_config.redis_options(env)  # REDIS_PASSWORD_FILE and REDIS_CA_CERT readable, or say which is not
         defaults = cls.key_limits
         key_limits = Limits(
             max_streams=env_int(env, "TEXTGEN_KEY_MAX_STREAMS", defaults.max_streams, least=0),

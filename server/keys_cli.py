@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import time
 
+from server.errors import QueueUnavailable
 from server.redis_link import RedisLink
 from textgen import keys
 from textgen.args import Parser, UsageError, integer
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> int:
         args = build_parser().parse_args(argv)
         link = RedisLink()
         return COMMANDS[args.command](args, link)
-    except (UsageError, KeyProblem) as exc:
+    except (UsageError, KeyProblem, QueueUnavailable) as exc:  # QueueUnavailable: REDIS_URL or its files
         print(f"server keys: {exc}", file=sys.stderr)
     except (redis.exceptions.RedisError, ValueError) as exc:
         print(f"server keys: cannot reach Redis at {link.address} (REDIS_URL): {type(exc).__name__}: {exc}",

@@ -545,3 +545,66 @@ def test_no_secret_in_logs_metrics_job_records_errors_or_redis_values(servers, m
         assert hashlib.sha256(secret.encode()).hexdigest() in "\n".join(dumped)  # only its digest is kept
     assert job_records.JOBS_INDEX  # (job records were dumped above, with every other Redis value)
     channel.close()
+
+
+def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a certificate for 127.0.0.1 it signed (openssl): (ca.pem, cert.pem, key.pem)."""
+    ca, ca_key, cert, key = folder / "ca.pem", folder / "ca.key", folder / "cert.pem", folder / "key.pem"
+    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)  # noqa
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
+        "-subj", "/CN=textgen test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(folder / "cert.csr"),
+        "-subj", "/CN=127.0.0.1")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(folder / "cert.csr"), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-out", str(cert), "-days", "2", "-extfile", str(folder / "san.ext"))
+    return ca, cert, key
+
+
+def test_a_rediss_redis_with_a_password_file_and_a_ca_holds_the_keys(data_dir, tmp_path, monkeypatch):
+    """Redis over TLS (rediss://, its CA in REDIS_CA_CERT) with a password read from REDIS_PASSWORD_FILE:
+    the server checks keys there and the keys command manages them; neither URL nor output has the password."""
+    from textgen import config
+
+    ca, cert, key_file = _tls_files(tmp_path)
+    port = __import__("tests.redis_helpers", fromlist=["free_port"]).free_port()
+    password = "s3cret-" + "".join(random.Random(5).choice(string.ascii_letters) for _ in range(20))
+    (tmp_path / "redis-password").write_text(password + "\n")
+    redis_process = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--tls-cert-file", str(cert),
+         "--tls-key-file", str(key_file), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
+         "--requirepass", password, "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"rediss://127.0.0.1:{port}/0"
+        env = {"REDIS_URL": url, "REDIS_PASSWORD_FILE": str(tmp_path / "redis-password"), "REDIS_CA_CERT": str(ca)}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        client = config.redis_client()
+        assert wait_for(lambda: _pings(client), timeout=10)
+        added = subprocess.run([sys.executable, "-m", "server", "keys", "add", "--scopes", "generate", "--name", "tls"],
+                               cwd=REPO, env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                               timeout=60)
+        assert added.returncode == 0, added.stderr
+        secret = added.stdout.strip().splitlines()[-1]
+        assert password not in added.stdout + added.stderr
+        with running_server(data_dir, auth="keys", redis_url=url, keys_refresh_seconds=REFRESH, xla=False) as server:
+            channel, _, _, keys_stub = stubs(server)
+            who = keys_stub.WhoAmI(pb.WhoAmIRequest(), metadata=md(secret))
+            assert (who.name, list(who.scopes)) == ("tls", ["generate"])
+            channel.close()
+        monkeypatch.setenv("REDIS_CA_CERT", str(tmp_path / "missing.pem"))
+        bad = subprocess.run([sys.executable, "-m", "server", "keys", "list"], cwd=REPO, capture_output=True, text=True,
+                             env={**env, "REDIS_CA_CERT": str(tmp_path / "missing.pem"), "PATH": "/usr/bin:/bin"},
+                             timeout=60)
+        assert bad.returncode == 2 and "REDIS_CA_CERT" in bad.stderr and "Traceback" not in bad.stderr
+    finally:
+        redis_process.terminate()
+        redis_process.wait(10)
+
+
+def _pings(client) -> bool:
+    try:
+        return client.ping()
+    except Exception:  # noqa: BLE001  (still starting)
+        return False

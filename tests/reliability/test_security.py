@@ -38,7 +38,7 @@ BAD_CREDENTIALS = {
     "two headers, one good": (("authorization", "Bearer nope"), ("authorization", f"Bearer {TOKEN}")),
     "token in another header": (("x-authorization", f"Bearer {TOKEN}"),),
 }
-SERVICES = [pb.DESCRIPTOR.services_by_name["TextGen"], pb.DESCRIPTOR.services_by_name["Training"]]
+SERVICES = [pb.DESCRIPTOR.services_by_name[name] for name in ("TextGen", "Training", "Keys")]
 
 
 class Secure:

@@ -132,3 +132,13 @@ def test_a_key_past_its_limit_gets_429_with_retry_after(web_stack, tiny_model):
         api = http.post("/api/v1/generate", json={"model": "tiny-web", "length": 50})
         assert api.status_code == 429 and api.headers["Retry-After"].isdigit()
         assert api.json()["error"]["code"] == "RESOURCE_EXHAUSTED"
+
+
+def test_a_job_and_its_model_record_the_key_and_its_training_seconds_count(web_stack, tiny_model):
+    job, _events = tiny_model
+    assert job["owner"] == "token-1"  # the stack's tokens file's first token, an all-scopes key
+    assert web_stack.http.get("/api/v1/models/tiny-web").json()["trained_by"] == "token-1"
+    usage = web_stack.http.get("/api/v1/usage").json()
+    assert usage["key_id"] == "token-1" and usage["training_seconds"] > 0
+    counts = {(r["method"], r["code"]): r["count"] for r in usage["requests"]}
+    assert counts[("SubmitTrain", "OK")] >= 1
