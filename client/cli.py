@@ -20,7 +20,7 @@ import time
 
 from client.api import Client, TextgenError
 from client.progress import follow, state_name
-from textgen import schema
+from textgen import bundle, schema
 from textgen.args import Parser, UsageError, add_option_flags
 from textgen.v1 import textgen_pb2 as pb
 
@@ -72,8 +72,8 @@ def _training_commands(command) -> None:
                         help="a built-in corpus name, an upload id, or a local text file (uploaded first)")
     add_option_flags(submit)  # one flag per training option, as the proto declares them
     submit.add_argument("--name", default="", help="publish under this model name (default: --from's, else the corpus)")
-    submit.add_argument("--from", dest="from_model", default="", metavar="MODEL[:VERSION]",
-                        help="fine-tune this model, e.g. base-english (the shipped general English model); "
+    submit.add_argument("--from", dest="from_model", default="", metavar="MODEL",
+                        help="fine-tune this model (NAME, NAME:VERSION or NAME@latest), e.g. base-english (the shipped general English model); "
                              "latest version unless given; recipe finetune unless --recipe is given")
     mode = submit.add_mutually_exclusive_group()
     mode.add_argument("--wait", action="store_true", help="follow the job and exit non-zero unless it finishes")
@@ -95,7 +95,7 @@ def _training_commands(command) -> None:
 
 def _generation_commands(command) -> None:
     generate = command("generate", help="stream text from a model to stdout")
-    generate.add_argument("model")
+    generate.add_argument("model", metavar="MODEL", help="NAME, NAME:VERSION or NAME@latest")
     generate.add_argument("--prompt", default="", help="text to continue (default: one of the model's seed slices)")
     generate.add_argument("--length", type=int, default=200, help="characters to generate (default %(default)s)")
     generate.add_argument("--temperature", type=float, default=0.5, help=">= 0; 0 = greedy (default %(default)s)")
@@ -112,7 +112,7 @@ def _generation_commands(command) -> None:
                           help="after the text, print each character and its log-probability, one a line")
 
     score = command("score", help="a text's log-likelihood under one or more models, best first")
-    score.add_argument("models", nargs="+", metavar="MODEL", help="model name, or NAME:VERSION")
+    score.add_argument("models", nargs="+", metavar="MODEL", help="NAME, NAME:VERSION or NAME@latest")
     score.add_argument("file", help="a UTF-8 text file ('-': standard input)")
     score.add_argument("--per-character", action="store_true",
                        help="also print each character's log-probability (one model only)")
@@ -127,7 +127,7 @@ def _model_commands(command) -> None:
     imp.add_argument("model_json", metavar="MODEL_JSON", help="model.json, its weights file(s) beside it")
     imp.add_argument("--name", required=True, help="publish under this model name")
     exp = command("export-tfjs", help="download a model as the original's model.json + weights.bin")
-    exp.add_argument("model", metavar="MODEL[:VERSION]")
+    exp.add_argument("model", metavar="MODEL")
     exp.add_argument("--out", required=True, help="folder to write model.json and weights.bin into")
     exp.add_argument("--charset-order", default="", metavar="CORPUS_OR_FILE",
                      help="the original's charset order for this text, so its `yarn gen CORPUS model.json` reads it")
@@ -143,12 +143,10 @@ def _model_commands(command) -> None:
 
 def cmd_submit_train(client: Client, args) -> int:
     options = {name: getattr(args, name) for name in schema.NAMES}  # None: unset
-    from_model, _, from_version = args.from_model.partition(":")
-    if from_version and not from_version.isdigit():
-        raise UsageError(f"--from takes MODEL[:VERSION] with a version number, got {args.from_model!r}")
+    from_model, from_version = _model_ref(args.from_model) if args.from_model else ("", 0)
     corpus, corpus_id = _corpus_source(client, args.corpus)
     job = client.submit_train(corpus=corpus, corpus_id=corpus_id, options=options, model_name=args.name,
-                              from_model=from_model, from_version=int(from_version or 0))
+                              from_model=from_model, from_version=from_version)
     print(job.id, flush=True)
     if args.detach:
         return 0
@@ -182,8 +180,9 @@ def cmd_cancel(client: Client, args) -> int:
 
 
 def cmd_generate(client: Client, args) -> int:
-    stream = client.generate(args.model, prompt=args.prompt, length=args.length, temperature=args.temperature,
-                             seed=args.seed, version=args.version, top_k=args.top_k, top_p=args.top_p,
+    name, version = _model_ref(args.model, args.version)
+    stream = client.generate(name, prompt=args.prompt, length=args.length, temperature=args.temperature,
+                             seed=args.seed, version=version, top_k=args.top_k, top_p=args.top_p,
                              stop=args.stop, logprobs=args.logprobs)
     text = []
     for chunk in stream:
@@ -211,10 +210,8 @@ def cmd_score(client: Client, args) -> int:
         raise UsageError(f"{args.file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     scores = []
     for spec in args.models:
-        name, _, version = spec.partition(":")
-        if version and not version.isdigit():
-            raise UsageError(f"a model is NAME or NAME:VERSION, got {spec!r}")
-        scores.append(client.score(name, text, version=int(version or 0), per_character=args.per_character))
+        name, version = _model_ref(spec)
+        scores.append(client.score(name, text, version=version, per_character=args.per_character))
     if args.per_character:
         for char, logprob in zip(text[1:], scores[0].logprobs):
             print(f"{char!r}\t{logprob:.6f}")
@@ -302,12 +299,12 @@ def _key_line(key: pb.KeyInfo) -> str:
             f"upload_bytes_per_day={limits.upload_bytes_per_day} (0: none)  source={key.source}")
 
 
-def _model_ref(spec: str) -> tuple[str, int]:
-    """NAME or NAME:VERSION as (name, version); 0 is the latest."""
-    name, _, version = spec.partition(":")
-    if version and not version.isdigit():
-        raise UsageError(f"a model is NAME or NAME:VERSION, got {spec!r}")
-    return name, int(version or 0)
+def _model_ref(spec: str, version: int = 0) -> tuple[str, int]:
+    """NAME, NAME:VERSION or NAME@latest as (name, version); 0 is the latest (textgen.bundle)."""
+    try:
+        return bundle.parse_reference(spec, version)
+    except bundle.BundleError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_delete(client: Client, args) -> int:

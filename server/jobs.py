@@ -98,12 +98,12 @@ class Jobs:
             if version:
                 raise BadRequest(f"from_version {version} was given without from_model")
             return None
-        try:
-            bundle.validate_name(name)
-        except bundle.BundleError as exc:
-            raise BadRequest(f"from_model: {exc}") from None
         if version < 0:
             raise BadRequest(f"from_version must be 0 (latest) or a version number >= 1, got {version}")
+        try:
+            name, version = bundle.parse_reference(name, version)
+        except bundle.BundleError as exc:
+            raise BadRequest(f"from_model: {exc}") from None
         try:
             _path, version = self.models.resolve(name, version)
         except NoSuchModel:

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from server.errors import BadRequest, ModelNotFound, StorageFailed, listed
-from textgen.bundle import META_FILE, SAVED_MODEL, BundleError, read_meta, seed_slice, validate_name
+from textgen.bundle import META_FILE, SAVED_MODEL, BundleError, parse_reference, read_meta, seed_slice
 from textgen.charset import Charset
 from textgen.models_dir import DeleteFailed, ModelsDir, NoSuchModel, NoSuchVersion
 
@@ -152,9 +152,9 @@ class ModelStore:
         Raises BadRequest for a bad name or negative version, ModelNotFound (listing what there is)
         when there is no such version even after rescanning that name, or it does not load.
         """
-        _check_name(name)
         if version < 0:
             raise BadRequest(f"version must be 0 (latest) or a version number >= 1, got {version}")
+        name, version = _reference(name, version)
         if fresh:
             self.rescan(names=[name])
         model = self._lookup(name, version)
@@ -344,7 +344,7 @@ class ModelStore:
         went). Returns the deleted versions, ascending. Raises BadRequest, ModelNotFound (listing what
         there is) or StorageFailed (with the path).
         """
-        _check_name(name)
+        name, version = _reference(name, version)
         if not all_versions and version < 1:
             raise BadRequest(f"give the version to delete (>= 1) or set all_versions; got version {version}")
         with self._scan_lock:
@@ -370,9 +370,10 @@ class ModelStore:
         self._load_latest(name)
 
 
-def _check_name(name: str) -> None:
+def _reference(ref: str, version: int) -> tuple[str, int]:
+    """``(name, version)`` of a model reference (NAME, NAME:VERSION, NAME@latest; textgen.bundle)."""
     try:
-        validate_name(name)
+        return parse_reference(ref, version)
     except BundleError as exc:  # the bundle format's own rule and words
         raise BadRequest(str(exc)) from None
 

@@ -51,6 +51,32 @@ def validate_name(name: str) -> str:
     return name
 
 
+REFERENCE_FORMS = "NAME, NAME:VERSION or NAME@latest"
+
+
+def parse_reference(ref: str, version: int = 0) -> tuple[str, int]:
+    """A model reference as ``(name, version)``, version 0 meaning the latest: ``NAME``, ``NAME:VERSION``
+    (a version number >= 1) and ``NAME@latest`` mean the same everywhere a model is named. ``version``
+    is a separate version field (0: unset); it must agree with a version the reference names.
+    Raises BundleError saying what is wrong."""
+    if not isinstance(ref, str):
+        raise BundleError(f"a model is {REFERENCE_FORMS}, got {short(ref)}")
+    name, named = ref, None
+    if ref.endswith("@latest"):
+        name, named = ref[: -len("@latest")], 0
+    elif ":" in ref:
+        name, _, text = ref.rpartition(":")
+        if not (text.isascii() and text.isdigit() and text == str(int(text)) and int(text) >= 1):
+            raise BundleError(f"a model is {REFERENCE_FORMS} with VERSION a number >= 1, got {short(ref)}")
+        named = int(text)
+    validate_name(name)
+    if named is None or (version and named == version):
+        return name, version
+    if version and named != version:
+        raise BundleError(f"model {short(ref)} names version {named or 'latest'}, but version {version} was also given")
+    return name, named
+
+
 def short(value, limit: int = 80) -> str:
     """``repr(value)``, cut to ``limit`` characters with the full length said."""
     text = repr(value)

@@ -40,13 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     flag(train, "name", default=None, help="publish to $TEXTGEN_DATA_DIR/models/NAME/<next version>/")
     train.add_argument("--from", "--loadModelPath", dest="init_from", default=None,
                        help="fine-tune this model: base-english (the shipped general English model, "
-                            "`python -m trainer install-base`), a bundle path, or NAME[:VERSION] in the store; "
+                            "`python -m trainer install-base`), a bundle path, or NAME, NAME:VERSION or NAME@latest in the store; "
                             "the text's new characters are added to its charset; recipe finetune unless given")
     flag(train, "gpu", action="store_true", help="require a GPU")
 
     gen = commands.add_parser("gen", help="generate text from a trained model")
     gen.add_argument("paths", nargs="+", metavar="[CORPUS] MODEL",
-                     help="optional corpus for the random seed slice, then the model (path or NAME[:VERSION])")
+                     help="optional corpus for the random seed slice, then the model (path or NAME, NAME:VERSION or NAME@latest)")
     flag(gen, "gen-length", type=integer, default=GEN_LENGTH, help="characters to generate (default %(default)s)")
     flag(gen, "temperature", type=number, default=GEN_TEMPERATURE, help=">= 0; 0 = greedy (default %(default)s)")
     flag(gen, "seed-text", default=None, help="start from this text instead of a slice of the corpus")
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Write a model in TensorFlow.js's layers format, as tfjs-node's "
                                           "model.save('file://DIR') does, for tf.loadLayersModel or the original's "
                                           "yarn gen.")
-    exp.add_argument("model", help="a model: NAME[:VERSION] in the store, or a bundle path")
+    exp.add_argument("model", help="a model: NAME, NAME:VERSION or NAME@latest in the store, or a bundle path")
     flag(exp, "out", required=True, help="the folder to write model.json and weights.bin into")
     flag(exp, "charset-order", default=None, metavar="CORPUS_OR_FILE",
          help="order the charset as the original does for this text (its first appearances), so that the "
@@ -102,24 +102,20 @@ def recipe_notes() -> dict[str, str]:
 
 
 def resolve_model(spec: str) -> Path:
-    """A bundle path, or ``NAME[:VERSION]`` of a model in ``$TEXTGEN_DATA_DIR/models``."""
+    """A bundle path, or ``NAME``, ``NAME:VERSION`` or ``NAME@latest`` of a model in ``$TEXTGEN_DATA_DIR/models``."""
     from textgen import bundle, config
-    from textgen.models_dir import ModelsDir, NoSuchModel, NoSuchVersion, version_number
+    from textgen.models_dir import ModelsDir, NoSuchModel, NoSuchVersion
 
     path = Path(spec)
     if path.exists() or "/" in spec or spec.startswith("."):
         return path
-    name, _, version = spec.partition(":")
-    bundle.validate_name(name)
-    number = version_number(version) if version else 0  # 0: the latest
-    if number is None:
-        number = -1  # "abc", "0", "007" name no version: said as a version the model lacks
+    name, number = bundle.parse_reference(spec)  # NAME, NAME:VERSION or NAME@latest (0: the latest)
     try:
         path, _number = ModelsDir(config.models_dir()).resolve(name, number)
     except (NoSuchModel, NoSuchVersion) as exc:
-        if version:
+        if number:
             raise bundle.BundleError(
-                f"model {name} has no version {version!r}; it has {exc.versions or 'none'}") from None
+                f"model {name} has no version {number}; it has {exc.versions or 'none'}") from None
         raise bundle.BundleError(
             f"{spec} is neither a model bundle path nor a model in {config.models_dir()}") from None
     return path

@@ -130,7 +130,8 @@ def list_recipes():
     defaults = TrainConfig().to_dict()
     for name in ("seed", "recipe"):
         defaults.pop(name)
-    return {"recipes": [{"name": name, "description": recipe.summary, "settings": dict(recipe.settings)}
+    return {"recipes": [{"name": name, "headline": recipe.headline, "description": recipe.summary,
+                         "settings": dict(recipe.settings)}
                         for name, recipe in RECIPES.items()],
             "default": DEFAULT_RECIPE, "recommended": PAGE_RECIPE if PAGE_RECIPE in RECIPES else DEFAULT_RECIPE,
             "defaults": defaults}
@@ -244,20 +245,51 @@ def list_corpora(client: Client = Depends(caller_client)):
     return {"corpora": [to_json(c) for c in client.list_corpora()]}
 
 
+RAW_TYPES = ("text/plain", "application/octet-stream", "")  # the text as the body, as it is
+SEND = ("send the text as the body (Content-Type: text/plain, as `curl --data-binary @my.txt -H 'Content-Type: "
+        "text/plain'`) or as a form with one file field (multipart/form-data, as `curl -F file=@my.txt`)")
+
+
 @router.post("/corpora", tags=["corpora"], status_code=201, summary="Upload a UTF-8 text as a corpus",
-             openapi_extra={"requestBody": {"content": {"text/plain": {"schema": {"type": "string"}}},
-                                            "required": True}})
-async def upload_corpus(request: Request, name: str = Query("", description="a display name"),
+             description="The text as the body (text/plain or application/octet-stream), or a multipart form "
+                         "with one file field (what `curl -F file=@my.txt`, a browser's FormData and "
+                         "`requests.post(files=...)` send). The stored corpus is the file's bytes exactly: "
+                         "the reply's size and sha256 say so. Any other content type: 415.",
+             openapi_extra={"requestBody": {"content": {
+                 "text/plain": {"schema": {"type": "string"}},
+                 "multipart/form-data": {"schema": {"type": "object", "properties": {
+                     "file": {"type": "string", "format": "binary"}}}}}, "required": True}})
+async def upload_corpus(request: Request, name: str = Query("", description="a display name (default: the "
+                                                                               "file's name in a form)"),
                         client: Client = Depends(caller_client)):
     limit = request.app.state.settings.max_upload_bytes
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    too_large = JSONResponse(error_body("INVALID_ARGUMENT", f"the text is larger than {limit} bytes "
+                                                            "(TEXTGEN_MAX_UPLOAD_BYTES)", 413), status_code=413)
     with tempfile.NamedTemporaryFile(prefix="textgen-upload-", suffix=".txt") as spool:
         size = 0
-        async for data in request.stream():
-            size += len(data)
-            if size > limit:
-                return JSONResponse(error_body("INVALID_ARGUMENT", f"the text is larger than {limit} bytes "
-                                               f"(TEXTGEN_MAX_UPLOAD_BYTES)"), status_code=413)
-            spool.write(data)
+        if kind == "multipart/form-data":
+            form = await request.form(max_files=2, max_fields=10)
+            files = [(field, value) for field, value in form.multi_items() if hasattr(value, "read")]
+            if len(files) != 1:
+                return JSONResponse(error_body("INVALID_ARGUMENT", f"a form upload needs exactly one file field, "
+                                               f"got {len(files)}; {SEND}"), status_code=400)
+            upload = files[0][1]
+            name = name or upload.filename or "upload.txt"
+            while data := await upload.read(1 << 20):
+                size += len(data)
+                if size > limit:
+                    return too_large
+                spool.write(data)
+        elif kind in RAW_TYPES:
+            async for data in request.stream():
+                size += len(data)
+                if size > limit:
+                    return too_large
+                spool.write(data)
+        else:
+            return JSONResponse(error_body("INVALID_ARGUMENT", f"cannot take a corpus sent as {kind!r}: {SEND}", 415),
+                                status_code=415)
         spool.flush()
         corpus = await run_in_threadpool(client.upload_corpus, spool.name, name or "upload.txt")
     return JSONResponse(to_json(corpus), status_code=201)

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ConfigDict, Field
 
 from client.api import Client, TextgenError
+from textgen.bundle import BundleError, parse_reference
 from textgen.v1 import textgen_pb2 as pb
 from web.api import caller_client
 from web.convert import http_status
@@ -54,11 +55,12 @@ def openai_error(code: str, message: str, param: str | None = None) -> JSONRespo
 
 
 def split_model(model: str) -> tuple[str, int]:
-    """``"name"`` -> (name, 0: latest); ``"name:3"`` -> (name, 3)."""
-    name, sep, version = model.rpartition(":")
-    if sep and version.isdigit():
-        return name, int(version)
-    return model, 0
+    """``"name"`` and ``"name@latest"`` -> (name, 0: latest); ``"name:3"`` -> (name, 3) (textgen.bundle);
+    a reference that is none of these goes to the server as it is, which says what is wrong with it."""
+    try:
+        return parse_reference(model)
+    except BundleError:
+        return model, 0
 
 
 @router.get("/models", summary="The models, in OpenAI's list format")

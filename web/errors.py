@@ -25,8 +25,9 @@ class Body(BaseModel):
         return f"unknown field {', '.join(map(repr, names))}; known fields: {', '.join(sorted(cls.model_fields))}"
 
 
-def error_body(code: str, message: str) -> dict:
-    return {"error": {"code": code, "status": http_status(code), "message": message}}
+def error_body(code: str, message: str, status: int | None = None) -> dict:
+    """The error JSON; ``status``: the HTTP status when it is not the code's own (413, 415)."""
+    return {"error": {"code": code, "status": status or http_status(code), "message": message}}
 
 
 def error_response(code: str, message: str) -> JSONResponse:

@@ -384,3 +384,36 @@ def test_a_port_in_use_is_one_line_on_stderr():
 def run_web(addr: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "web"], cwd=REPO, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "TEXTGEN_WEB_ADDR": addr, **env})
+
+
+def test_a_multipart_upload_stores_exactly_the_files_bytes_and_other_types_are_415(web_stack, tmp_path):
+    """What `curl -F`, a browser's FormData and requests' files= send: the stored corpus is the file's
+    bytes (no boundary, no part headers), as its size and sha256 say."""
+    import hashlib
+
+    text = "Call me Ishmael. Some years ago — never mind how long precisely — I thought I would sail.\r\n" * 30
+    data = text.encode("utf-8")
+    path = tmp_path / "moby.txt"
+    path.write_bytes(data)
+    curl = subprocess.run(["curl", "-sS", "-H", f"Authorization: Bearer {TOKEN}", "-F", f"file=@{path}",
+                           f"{web_stack.url}/api/v1/corpora"], capture_output=True, text=True, timeout=60)
+    by_curl = json.loads(curl.stdout)
+    assert (by_curl["name"], by_curl["size"], by_curl["sha256"]) == ("moby.txt", len(data),
+                                                                    hashlib.sha256(data).hexdigest()), curl.stdout
+    import requests
+
+    by_requests = requests.post(f"{web_stack.url}/api/v1/corpora", params={"name": "ishmael.txt"},
+                                headers={"Authorization": f"Bearer {TOKEN}"},
+                                files={"text": ("whatever.txt", data, "text/plain")}, timeout=60).json()
+    assert (by_requests["name"], by_requests["size"], by_requests["sha256"]) == (
+        "ishmael.txt", len(data), hashlib.sha256(data).hexdigest())
+    assert by_requests["id"] == by_curl["id"]  # the same bytes: the same corpus
+    wrong = web_stack.http.post("/api/v1/corpora", content=data, headers={"Content-Type": "application/json"})
+    assert wrong.status_code == 415
+    assert wrong.json()["error"] == {
+        "code": "INVALID_ARGUMENT", "status": 415,
+        "message": "cannot take a corpus sent as 'application/json': send the text as the body (Content-Type: "
+                   "text/plain, as `curl --data-binary @my.txt -H 'Content-Type: text/plain'`) or as a form with "
+                   "one file field (multipart/form-data, as `curl -F file=@my.txt`)"}
+    two = web_stack.http.post("/api/v1/corpora", files={"a": ("a.txt", b"aaa"), "b": ("b.txt", b"bbb")})
+    assert two.status_code == 400 and "exactly one file field, got 2" in two.json()["error"]["message"]

@@ -121,6 +121,11 @@ def test_the_page_asks_for_the_token_the_server_needs_then_loads(browser, web_st
     recipes = browser.execute_script("return [...document.querySelectorAll('#recipe option')].map(o => o.value)")
     assert recipes == ["original", "fast", "finetune"]
     assert el(browser, "recipe").get_attribute("value") == "fast"
+    # its one-line headline shows; the whole description and what it sets open on demand
+    assert text(browser, "recipe-headline") == ("the best model per CPU minute measured here: warmup, cosine "
+                                                "decay, clipping, dropout, 224,224")
+    assert not el(browser, "recipe-info").is_displayed()
+    el(browser, "recipe-headline").click()
     assert ("Sets objective = all, lr_schedule = cosine, warmup_steps = 300, clip_norm = 1, dropout = 0.2, "
             "batch_size = 32, lstm_layer_sizes = 224,224."
             in text(browser, "recipe-info"))

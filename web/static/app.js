@@ -114,6 +114,8 @@ function button(text, onClick) {
 
 let corpora = [];
 
+const OFFLINE_CORPUS = "tfjs-code";  // the built-in text a server gets through npm, without the text's web site
+
 async function loadCorpora(select) {
   corpora = (await api("GET", "/api/v1/corpora")).corpora;
   const keep = select || $("corpus").value;
@@ -122,7 +124,9 @@ async function loadCorpora(select) {
     const size = c.size ? `, ${(c.size / 1e6).toFixed(2)} MB` : "";
     option($("corpus"), c.id, c.builtin ? `${c.name}${size}` : `${c.name} (your text${size})`);
   }
-  const ready = corpora.find((c) => c.available);  // by default, a text the server already has
+  // By default, a text the server already has, else tfjs-code: it comes through npm, so it needs no
+  // access to the other texts' web sites.
+  const ready = corpora.find((c) => c.available) || corpora.find((c) => c.id === OFFLINE_CORPUS);
   if (keep && corpora.some((c) => c.id === keep)) $("corpus").value = keep;
   else if (ready) $("corpus").value = ready.id;
   describeCorpus();
@@ -133,7 +137,9 @@ function selectedCorpus() { return corpora.find((c) => c.id === $("corpus").valu
 function describeCorpus() {
   const c = selectedCorpus();
   $("corpus-info").textContent = !c ? "" : c.builtin
-    ? (c.available ? "built in, on the server" : "built in; fetched on first use")
+    ? (c.available ? "built in, on the server"
+      : c.id === OFFLINE_CORPUS ? "built in; fetched through npm on first use"
+        : "built in; downloaded on first use: the server needs the internet for it")
     : `uploaded, ${c.size} bytes`;
   if (c && !$("from-model").value) $("model-name").placeholder = c.builtin ? c.id : "my-text";
 }
@@ -196,8 +202,10 @@ async function loadModels(selectName) {
       option(select, m.name, first && m.name === BASE_MODEL
         ? `${m.name}: general English, to fine-tune on your text`
         : `${m.name} (v${m.latest.version}, ${m.latest.corpus})`);
+      // an older version by its reference, NAME:VERSION, as every other place takes it
+      for (const v of m.versions.slice(0, -1).reverse()) option(select, `${m.name}:${v}`, `${m.name}:${v}`);
     }
-    if (keep && models.some((m) => m.name === keep)) select.value = keep;
+    if (keep && [...select.options].some((o) => o.value === keep)) select.value = keep;
   }
   fromModelChanged();
   updateButtons();
@@ -287,7 +295,7 @@ function fromModelChanged() {
   $("layer-sizes").disabled = continuing;
   $("layer-sizes").title = continuing ? "kept from the model being trained further"
                                       : "one number per layer, separated by commas; empty: the recipe's";
-  if (continuing) $("model-name").placeholder = $("from-model").value;  // a new version of it
+  if (continuing) $("model-name").placeholder = $("from-model").value.split(":")[0];  // a new version of it
   else describeCorpus();
 }
 
@@ -355,6 +363,7 @@ function describeRecipe() {
   const r = recipes && recipes.recipes.find((x) => x.name === $("recipe").value);
   if (!r) return;
   const changes = Object.entries(r.settings).map(([k, v]) => `${k} = ${v}`).join(", ");
+  $("recipe-headline").textContent = r.headline || r.description;  // one line; the rest on demand
   $("recipe-info").textContent = `${r.description}` + (changes ? ` Sets ${changes}.` : "");
   const value = (name) => (name in r.settings ? r.settings[name] : recipes.defaults[name]);
   for (const [name, id] of Object.entries(NUMBER_FIELDS)) {
