@@ -1,8 +1,9 @@
-"""Run every benchmark: ``python -m bench [--quick] [--minutes M] [--only train|decode|web|capacity|versions|keys|transfer]``.
+"""Run every benchmark: ``python -m bench [--quick] [--minutes M] [--only train|decode|web|capacity|versions|keys|openai|transfer]``.
 
 The training bench runs first, then the decode bench, the web bench (HTTP/SSE against gRPC), the
 capacity bench (two one-core replicas behind the balancer against one), the version-policy memory
-bench, the keys bench (a stream with API keys on against off) and the transfer bench (fine-tuning base-english against training from scratch, 30 minutes).
+bench, the keys bench (a stream with API keys on against off), the OpenAI controls bench (logprobs=5 and
+penalties against neither) and the transfer bench (fine-tuning base-english against training from scratch, 30 minutes).
 ``--quick`` goes to all; ``--minutes`` to the training bench; any other flags go to the decode bench.
 Each writes its results to bench/results/.
 """
@@ -18,9 +19,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs that check the benches work")
     parser.add_argument("--minutes", type=float, default=None,
                         help="training minutes per recipe for the training bench's time to quality")
-    parser.add_argument("--only", choices=("train", "decode", "web", "capacity", "versions", "keys", "transfer"), help="run one bench only")
+    parser.add_argument("--only", choices=("train", "decode", "web", "capacity", "versions", "keys", "openai", "transfer"), help="run one bench only")
     args, rest = parser.parse_known_args(argv)
-    if rest and args.only in ("train", "web", "capacity", "versions", "keys", "transfer"):
+    if rest and args.only in ("train", "web", "capacity", "versions", "keys", "openai", "transfer"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     quick = ["--quick"] if args.quick else []
 
@@ -54,6 +55,11 @@ def main(argv=None) -> int:
 
         print("[bench] keys bench", file=sys.stderr, flush=True)
         keys_bench.main(quick)
+    if args.only in (None, "openai"):
+        from bench import openai_bench
+
+        print("[bench] OpenAI controls bench", file=sys.stderr, flush=True)
+        openai_bench.main(quick)
     if args.only in (None, "transfer"):
         from bench import transfer
 

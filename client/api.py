@@ -104,7 +104,9 @@ class Client:
 
     def generate(self, model: str, prompt: str = "", length: int = 200, temperature: float = 0.5,
                  seed: int | None = None, version: int = 0, top_k: int = 0, top_p: float | None = None,
-                 stop: list[str] | tuple = (), logprobs: bool = False) -> "Generation":
+                 stop: list[str] | tuple = (), logprobs: bool = False, presence_penalty: float | None = None,
+                 frequency_penalty: float | None = None, repetition_penalty: float | None = None,
+                 logit_bias: dict | None = None) -> "Generation":
         """Stream ``length`` characters from ``model``: iterate the result for text chunks; its
         ``start`` (model, version, prompt, seed used) and ``end`` (reason, characters) fill in as
         they arrive.
@@ -113,17 +115,27 @@ class Client:
         characters after temperature; the stream ends just before the first of the ``stop`` strings
         (up to 4, 1-64 characters) it generates, with ``end.reason`` STOP_REASON_STOP; with
         ``logprobs`` the result's ``logprobs`` fills with ln p of each character, in step with the text.
+        ``presence_penalty``, ``frequency_penalty`` ([-2, 2]), ``repetition_penalty`` ((0, 10]) and
+        ``logit_bias`` ({charset index or character: [-100, 100]}; -100 bans it) act on the model's
+        log-probabilities before temperature (GenerateRequest says how).
         """
+        bias = logit_bias or {}
         request = _message(pb.GenerateRequest, model=model, version=version, prompt=prompt, length=length,
                            temperature=temperature, seed=seed, top_k=top_k, top_p=top_p, stop=list(stop),
-                           logprobs=logprobs)
+                           logprobs=logprobs, presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+                           repetition_penalty=repetition_penalty,
+                           logit_bias={k: v for k, v in bias.items() if isinstance(k, int)},
+                           logit_bias_chars={k: v for k, v in bias.items() if isinstance(k, str)})
         return Generation(request, self)
 
-    def score(self, model: str, text: str, version: int = 0, per_character: bool = False) -> pb.ScoreResponse:
+    def score(self, model: str, text: str, version: int = 0, per_character: bool = False,
+              top_logprobs: int = 0) -> pb.ScoreResponse:
         """``text``'s log-likelihood under ``model``: ``log_likelihood`` (nats), ``bits_per_char``,
         ``characters`` scored (all but the first) and, with ``per_character``, ``logprobs`` of
-        ``text[1:]``. Rank models by ``bits_per_char`` (lowest: the likeliest author)."""
-        request = _message(pb.ScoreRequest, model=model, version=version, text=text, per_character=per_character)
+        ``text[1:]``; with ``top_logprobs`` N, the N likeliest characters at each of those positions.
+        Rank models by ``bits_per_char`` (lowest: the likeliest author)."""
+        request = _message(pb.ScoreRequest, model=model, version=version, text=text, per_character=per_character,
+                           top_logprobs=top_logprobs)
         return self._unary(self._textgen.Score, request)
 
     def list_models(self) -> list[pb.ModelSummary]:

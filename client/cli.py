@@ -20,7 +20,7 @@ import time
 
 from client.api import Client, TextgenError
 from client.progress import follow, state_name
-from textgen import bundle, schema
+from textgen import schema
 from textgen.args import Parser, UsageError, add_option_flags
 from textgen.v1 import textgen_pb2 as pb
 
@@ -110,6 +110,14 @@ def _generation_commands(command) -> None:
                           help="end just before this text (repeat for up to 4)")
     generate.add_argument("--logprobs", action="store_true",
                           help="after the text, print each character and its log-probability, one a line")
+    generate.add_argument("--presence-penalty", type=float, default=None, metavar="P",
+                          help="[-2, 2]: less likely once a character has been generated (default 0: off)")
+    generate.add_argument("--frequency-penalty", type=float, default=None, metavar="F",
+                          help="[-2, 2]: less likely the more often a character has been generated (default 0)")
+    generate.add_argument("--repetition-penalty", type=float, default=None, metavar="R",
+                          help="(0, 10]: characters of the prompt or the text less likely (default 1: off)")
+    generate.add_argument("--bias", action="append", default=[], metavar="CHAR=B",
+                          help="add B ([-100, 100]) to a character's log-probability; -100 bans it (repeatable)")
 
     score = command("score", help="a text's log-likelihood under one or more models, best first")
     score.add_argument("models", nargs="+", metavar="MODEL", help="NAME, NAME:VERSION or NAME@latest")
@@ -143,7 +151,7 @@ def _model_commands(command) -> None:
 
 def cmd_submit_train(client: Client, args) -> int:
     options = {name: getattr(args, name) for name in schema.NAMES}  # None: unset
-    from_model, from_version = _model_ref(args.from_model) if args.from_model else ("", 0)
+    from_model, from_version = args.from_model, 0  # NAME, NAME:VERSION or NAME@latest: the server reads it
     corpus, corpus_id = _corpus_source(client, args.corpus)
     job = client.submit_train(corpus=corpus, corpus_id=corpus_id, options=options, model_name=args.name,
                               from_model=from_model, from_version=from_version)
@@ -180,9 +188,11 @@ def cmd_cancel(client: Client, args) -> int:
 
 
 def cmd_generate(client: Client, args) -> int:
-    name, version = _model_ref(args.model, args.version)
+    name, version = args.model, args.version  # a reference: the server reads NAME:VERSION and NAME@latest
     stream = client.generate(name, prompt=args.prompt, length=args.length, temperature=args.temperature,
                              seed=args.seed, version=version, top_k=args.top_k, top_p=args.top_p,
+                             presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                             repetition_penalty=args.repetition_penalty, logit_bias=_bias(args.bias),
                              stop=args.stop, logprobs=args.logprobs)
     text = []
     for chunk in stream:
@@ -210,7 +220,7 @@ def cmd_score(client: Client, args) -> int:
         raise UsageError(f"{args.file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     scores = []
     for spec in args.models:
-        name, version = _model_ref(spec)
+        name, version = spec, 0
         scores.append(client.score(name, text, version=version, per_character=args.per_character))
     if args.per_character:
         for char, logprob in zip(text[1:], scores[0].logprobs):
@@ -255,7 +265,7 @@ def cmd_import_tfjs(client: Client, args) -> int:
 
 
 def cmd_export_tfjs(client: Client, args) -> int:
-    name, version = _model_ref(args.model)
+    name, version = args.model, 0
     corpus, corpus_id = _corpus_source(client, args.charset_order) if args.charset_order else ("", "")
     path = client.export_tfjs(name, args.out, version=version, corpus=corpus, corpus_id=corpus_id)
     print(f"wrote {path} and {path.parent / 'weights.bin'}")
@@ -299,12 +309,20 @@ def _key_line(key: pb.KeyInfo) -> str:
             f"upload_bytes_per_day={limits.upload_bytes_per_day} (0: none)  source={key.source}")
 
 
-def _model_ref(spec: str, version: int = 0) -> tuple[str, int]:
-    """NAME, NAME:VERSION or NAME@latest as (name, version); 0 is the latest (textgen.bundle)."""
-    try:
-        return bundle.parse_reference(spec, version)
-    except bundle.BundleError as exc:
-        raise UsageError(str(exc)) from None
+def _bias(items: list[str]) -> dict:
+    """``--bias CHAR=B`` flags as logit_bias ({character: bias}); ``\n`` and ``\t`` name those characters."""
+    bias = {}
+    for item in items:
+        char, sep, value = item.rpartition("=")
+        char = {"\\n": "\n", "\\t": "\t", "": ""}.get(char, char)
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or len(char) != 1 or number is None:
+            raise UsageError(f"--bias takes CHAR=NUMBER, one character, e.g. 'e=-100' or '\\n=2'; got {item!r}")
+        bias[char] = number
+    return bias
 
 
 def cmd_delete(client: Client, args) -> int:

@@ -204,14 +204,36 @@ class Batch:
         inputs = dict(state, temperature=tf.constant(temperature), uniforms=tf.constant(uniforms))
         if self.functions.controls:
             inputs.update(top_k=tf.constant(top_k), top_p=tf.constant(top_p))
+        penalized = [i for i, stream in enumerate(rows) if takes[i] and stream.penalty is not None]
         with metrics.decode_step(sum(1 for stream in rows if stream is not None)):
-            out = self.functions.advance(inputs, compiled)
+            if penalized:  # the whole batch through the penalized sampler: neutral rows come out bit for bit
+                out = self.functions.advance_penalized({**inputs, **self._penalties(rows, penalized)})
+                out.pop("counts"), out.pop("seen")  # the streams count their own characters (Stream._add)
+            else:
+                out = self.functions.advance(inputs, compiled)
         ids = out.pop("ids").numpy()
         logprobs = out.pop("logprobs").numpy() if "logprobs" in out else None
         for i, stream in enumerate(rows):
             if takes[i] and stream.stop_reason is None:
                 stream._add(ids[i, :takes[i]], None if logprobs is None else logprobs[i, :takes[i]])
         return out
+
+    def _penalties(self, rows: list[Stream | None], penalized: list[int]) -> dict:
+        """advance_penalized's extra inputs: the ``penalized`` rows' counts, seen, penalties and bias;
+        every other row neutral (zeros, repetition 1)."""
+        count, size = len(rows), len(self.model.charset)
+        arrays = {name: np.zeros([count, size], np.float32) for name in ("counts", "seen", "bias")}
+        scalars = {"presence": np.zeros([count], np.float32), "frequency": np.zeros([count], np.float32),
+                   "repetition": np.ones([count], np.float32)}
+        for i in penalized:
+            stream = rows[i]
+            for name in arrays:
+                arrays[name][i] = stream.penalty[name]
+            params = stream.params
+            scalars["presence"][i] = params.presence_penalty
+            scalars["frequency"][i] = params.frequency_penalty
+            scalars["repetition"][i] = params.repetition_penalty
+        return {name: tf.constant(value) for name, value in {**arrays, **scalars}.items()}
 
     def _gather(self, order: list[int], joined: list[dict] = ()) -> int:
         """Rebuild the state from rows ``order`` of the current state followed by the ``joined``

@@ -12,10 +12,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
+
 from server.errors import BadRequest, Unsupported, shown
 
 MAX_SEED = 2**64 - 1
 MAX_STOPS, MAX_STOP_CHARS = 4, 64
+MAX_PENALTY, MAX_REPETITION, MAX_BIAS = 2.0, 10.0, 100.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,9 +42,46 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     logprobs: bool = False
     resume_offset: int = 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple = ()  # ((charset index, bias), ...)
+    logit_bias_chars: tuple = ()  # ((character, bias), ...)
+
+    @property
+    def penalized(self) -> bool:
+        """Whether a penalty or a bias is on (the stream then samples with textgen.sampling.penalized)."""
+        return bool(self.presence_penalty or self.frequency_penalty or self.repetition_penalty != 1.0
+                    or self.logit_bias or self.logit_bias_chars)
+
+    def bias_vector(self, charset) -> np.ndarray:
+        """The logit bias as float32 ``[charset size]`` (an index and its character add up)."""
+        bias = np.zeros([len(charset)], np.float32)
+        for index, value in self.logit_bias:
+            bias[index] += value
+        for char, value in self.logit_bias_chars:
+            bias[int(charset.encode(char)[0])] += value
+        return bias
+
+    def _check_penalties(self) -> None:
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and -MAX_PENALTY <= value <= MAX_PENALTY):
+                raise BadRequest(f"{name} must be between -{MAX_PENALTY:g} and {MAX_PENALTY:g} (0 = off), got {value:.7g}")
+        if not (math.isfinite(self.repetition_penalty) and 0 < self.repetition_penalty <= MAX_REPETITION):
+            raise BadRequest(f"repetition_penalty must be in (0, {MAX_REPETITION:g}] (1 = off), "
+                             f"got {self.repetition_penalty:.7g}")
+        for key, value in (*self.logit_bias, *self.logit_bias_chars):
+            if not (math.isfinite(value) and -MAX_BIAS <= value <= MAX_BIAS):
+                raise BadRequest(f"logit_bias[{key!r}] must be between -{MAX_BIAS:g} and {MAX_BIAS:g} "
+                                 f"(-{MAX_BIAS:g} bans it), got {value:.7g}")
+        for char, _ in self.logit_bias_chars:
+            if len(char) != 1:
+                raise BadRequest(f"logit_bias_chars keys are single characters, got {shown(char)}")
 
     def __post_init__(self):
         stop = tuple(self.stop)
+        self._check_penalties()
         # Checked as given, so that a message echoes the value received; kept as plain types after.
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise BadRequest(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}")
@@ -63,7 +103,11 @@ class SamplingParams:
         plain = dict(length=int(self.length), temperature=float(self.temperature),
                      seed=None if self.seed is None else int(self.seed), top_k=int(self.top_k),
                      top_p=float(self.top_p), stop=stop, logprobs=bool(self.logprobs),
-                     resume_offset=int(self.resume_offset))
+                     resume_offset=int(self.resume_offset), presence_penalty=float(self.presence_penalty),
+                     frequency_penalty=float(self.frequency_penalty),
+                     repetition_penalty=float(self.repetition_penalty),
+                     logit_bias=tuple(sorted((int(k), float(v)) for k, v in self.logit_bias)),
+                     logit_bias_chars=tuple(sorted((str(k), float(v)) for k, v in self.logit_bias_chars)))
         for name, value in plain.items():
             object.__setattr__(self, name, value)
 
@@ -78,10 +122,25 @@ class SamplingParams:
         if not 0 <= self.top_k <= charset_size:
             raise BadRequest(f"top_k must be between 0 (off) and the model's {charset_size} characters, "
                              f"got {self.top_k}")
+        for index, _ in self.logit_bias:
+            if not 0 <= index < charset_size:
+                raise BadRequest(f"logit_bias index {index} is not a character of the model: indices are 0 to "
+                                 f"{charset_size - 1} (its charset, in order)")
 
     def check_supported(self, model) -> None:
         """Raise Unsupported when a control is on that ``model`` (a ServedModel) cannot do: its bundle
         was exported before top_k, top_p and logprobs existed."""
+        missing = [c for c, _ in self.logit_bias_chars if c not in model.charset.chars]
+        if missing:
+            raise BadRequest(f"logit_bias_chars has characters model {model.name!r} does not know: "
+                             f"{', '.join(map(repr, missing))}")
+        if self.penalized and all(v <= -MAX_BIAS for v in self.bias_vector(model.charset)):
+            raise BadRequest("logit_bias bans every character of the model: leave at least one")
+        if self.penalized and not model.penalties:
+            raise Unsupported(
+                f"model {model.name!r} version {model.version} was exported before presence_penalty, "
+                "frequency_penalty, repetition_penalty and logit_bias existed and cannot do them. Retrain or "
+                "continue training it to get a version that can")
         asked = [name for name, on in (("top_k", self.top_k), ("top_p", self.top_p < 1.0),
                                        ("logprobs", self.logprobs)) if on]
         if asked and not model.controls:

@@ -122,6 +122,7 @@ class Functions:
         self.sample_len = model.sample_len
         self.controls = model.controls
         self._graph = {"advance": model.functions.advance, "start": model.functions.start}
+        self._penalized = getattr(model.functions, "advance_penalized", None)
         self._compiler = compiler
         self._lock = threading.Lock()
         self._compiled: set[tuple] = set()  # (function, shape) with an XLA program
@@ -160,6 +161,10 @@ class Functions:
             lengths = np.concatenate([lengths, np.ones([pad], np.int32)])
         state = self._blocks("start", dict(prompt=tf.constant(prompt), lengths=tf.constant(lengths)), "prompt")
         return state if len(prompt) == rows else {key: value[:rows] for key, value in state.items()}
+
+    def advance_penalized(self, inputs: dict) -> dict:
+        """The bundle's ``advance_penalized`` (penalties and bias: rare, so never compiled with XLA)."""
+        return dict(self._penalized(**inputs))
 
     def advance(self, inputs: dict, compiled: bool = True) -> dict:
         """The bundle's ``advance`` on ``inputs``; ``compiled``: XLA may run it (or be compiled for it)."""

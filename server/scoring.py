@@ -35,9 +35,11 @@ PREDICT_BATCH = 512  # windows per predict call for bundles without ``score``
 
 @dataclasses.dataclass(frozen=True)
 class TextScore:
-    """``logprobs`` float32 ``[characters]``: natural-log probability of ``text[1:]``, in order."""
+    """``logprobs`` float32 ``[characters]``: natural-log probability of ``text[1:]``, in order; with
+    top logprobs asked for, ``top`` is ``[(characters, logprobs)]`` per scored character."""
 
     logprobs: np.ndarray
+    top: tuple = ()
 
     @property
     def characters(self) -> int:
@@ -53,11 +55,14 @@ class TextScore:
         return -self.log_likelihood / self.characters / math.log(2)
 
 
-def score_text(model: ServedModel, text: str, max_chars: int) -> TextScore:
-    """Score ``text`` (2 to ``max_chars`` characters, all in the model's charset) under ``model``.
+def score_text(model: ServedModel, text: str, max_chars: int, top: int = 0) -> TextScore:
+    """Score ``text`` (2 to ``max_chars`` characters, all in the model's charset) under ``model``; with
+    ``top`` (1 to MAX_TOP_LOGPROBS), also the ``top`` most likely characters at each position.
 
-    Raises BadRequest saying what is wrong with the text.
+    Raises BadRequest saying what is wrong with the text or ``top``.
     """
+    if not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {top}")
     if len(text) < 2:
         raise BadRequest(f"the text must have at least 2 characters (the first is the context of the second), "
                          f"got {len(text)}")
@@ -72,8 +77,14 @@ def score_text(model: ServedModel, text: str, max_chars: int) -> TextScore:
         )
     ids = model.encode(text)
     if hasattr(model.functions, "score"):
-        return TextScore(pipelined_logprobs(model.functions, ids, model.sample_len))
-    return TextScore(predict_logprobs(model.functions, ids, model.sample_len))
+        logprobs = pipelined_logprobs(model.functions, ids, model.sample_len)
+    else:
+        logprobs = predict_logprobs(model.functions, ids, model.sample_len)
+    if not top:
+        return TextScore(logprobs)
+    count = min(top, len(model.charset))
+    top_ids, top_values = top_logprobs(model.functions, ids, model.sample_len, count)
+    return TextScore(logprobs, tuple((model.charset.decode(row), values) for row, values in zip(top_ids, top_values)))
 
 
 def pipelined_logprobs(functions, ids: np.ndarray, sample_len: int) -> np.ndarray:
@@ -100,14 +111,36 @@ def pipelined_logprobs(functions, ids: np.ndarray, sample_len: int) -> np.ndarra
 def predict_logprobs(functions, ids: np.ndarray, sample_len: int) -> np.ndarray:
     """As ``pipelined_logprobs``, with the bundle's ``predict`` on whole windows (any bundle)."""
     out = np.zeros([len(ids) - 1], np.float32)
+    for targets, probs in window_probs(functions, ids, sample_len):
+        out[targets - 1] = np.log(probs[np.arange(len(targets)), ids[targets]])
+    return out
+
+
+MAX_TOP_LOGPROBS = 20
+
+
+def top_logprobs(functions, ids: np.ndarray, sample_len: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``count`` most likely ids at each scored position ``i = 1 .. n-1`` and their natural-log
+    probabilities under the model, most likely first: int32 and float32 ``[n - 1, count]``. The model's
+    whole distribution there comes from ``predict`` on the position's window (the same window Score
+    scores the character from); ties go to the lower id."""
+    top_ids = np.zeros([len(ids) - 1, count], np.int32)
+    top = np.zeros([len(ids) - 1, count], np.float32)
+    for targets, probs in window_probs(functions, ids, sample_len):
+        order = np.argsort(-probs, axis=-1, kind="stable")[:, :count]
+        top_ids[targets - 1] = order
+        top[targets - 1] = np.log(np.take_along_axis(probs, order, axis=-1))
+    return top_ids, top
+
+
+def window_probs(functions, ids: np.ndarray, sample_len: int):
+    """``(targets, probs)`` in batches: the model's distribution ``[len(targets), charset]`` over the
+    character at each position in ``targets`` (1 .. n-1), from the up to ``sample_len`` before it."""
     short = range(1, min(sample_len, len(ids)))  # the first windows are shorter, one length each
     for i in short:
-        probs = functions.predict(ids=tf.constant(ids[None, :i]))["probs"].numpy()
-        out[i - 1] = np.log(probs[0, ids[i]])
+        yield np.array([i]), functions.predict(ids=tf.constant(ids[None, :i]))["probs"].numpy()
     full = np.arange(sample_len, len(ids))
     for begin in range(0, len(full), PREDICT_BATCH):
         targets = full[begin:begin + PREDICT_BATCH]
         windows = np.stack([ids[t - sample_len:t] for t in targets])
-        probs = functions.predict(ids=tf.constant(windows))["probs"].numpy()
-        out[targets - 1] = np.log(probs[np.arange(len(targets)), ids[targets]])
-    return out
+        yield targets, functions.predict(ids=tf.constant(windows))["probs"].numpy()

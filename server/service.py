@@ -41,7 +41,10 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
                 length=request.length, temperature=request.temperature,
                 seed=request.seed if request.HasField("seed") else None, top_k=request.top_k,
                 top_p=request.top_p if request.HasField("top_p") else 1.0, stop=tuple(request.stop),
-                logprobs=request.logprobs, resume_offset=request.resume_offset)
+                logprobs=request.logprobs, resume_offset=request.resume_offset,
+                presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
+                repetition_penalty=request.repetition_penalty if request.HasField("repetition_penalty") else 1.0,
+                logit_bias=tuple(request.logit_bias.items()), logit_bias_chars=tuple(request.logit_bias_chars.items()))
             lease = self.quota.open_stream(caller, max(0, params.length - params.resume_offset))
             try:
                 stream = self.engine.submit(model, request.prompt, params)
@@ -74,12 +77,14 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
     def Score(self, request, context):
         with request_errors(context):
             model = self.store.get(request.model, request.version, fresh=True)
-            score = scoring.score_text(model, request.text, self.max_score_chars)
+            score = scoring.score_text(model, request.text, self.max_score_chars, request.top_logprobs)
         metrics.observe_score(model.name, score.characters)
         self.usage.scored(caller_of(context).id, score.characters)
         return pb.ScoreResponse(model=model.name, version=model.version, characters=score.characters,
                                 log_likelihood=score.log_likelihood, bits_per_char=score.bits_per_char,
-                                logprobs=score.logprobs.tolist() if request.per_character else [])
+                                logprobs=score.logprobs.tolist() if request.per_character else [],
+                                top_logprobs=[pb.Alternatives(characters=chars, logprobs=values.tolist())
+                                              for chars, values in score.top])
 
     def ListModels(self, request, context):
         self.store.rescan()  # a version published a moment ago is listed (and served) now, not at the next scan
@@ -129,5 +134,14 @@ def model_info(model: ServedModel) -> pb.ModelInfo:
         epochs=int(meta.get("epochs") or 0),
         job_id=str(meta.get("job_id") or ""),
         trained_by=str(meta.get("trained_by") or ""),
+        chat_roles=_chat_roles(meta),
         **numbers,
     )
+
+
+def _chat_roles(meta: dict) -> dict[str, str]:
+    """meta.json's ``chat.roles`` (system, user, assistant -> a name), the strings only."""
+    roles = (meta.get("chat") or {}).get("roles") if isinstance(meta.get("chat"), dict) else None
+    if not isinstance(roles, dict):
+        return {}
+    return {k: v for k, v in roles.items() if k in ("system", "user", "assistant") and isinstance(v, str)}

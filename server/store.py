@@ -61,6 +61,7 @@ class ServedModel(ModelVersion):
     functions: object
     _codepoints: np.ndarray = dataclasses.field(repr=False)
     controls: bool = False  # advance takes top_k and top_p and returns logprobs (bundles exported since)
+    penalties: bool = False  # the bundle has advance_penalized (penalties and logit bias; exported since)
 
     def encode(self, text: str) -> np.ndarray:
         """``text`` as int32 ids ``[len(text)]`` (every character must be in the charset)."""
@@ -93,7 +94,8 @@ def load_model(path: Path, name: str, version: int) -> ServedModel:
     extra = dict(top_k=tf.zeros([1], tf.int32), top_p=tf.ones([1])) if controls else {}
     functions.advance(**state, temperature=tf.zeros([1]), uniforms=tf.zeros([1, 1]), **extra)
     codepoints = np.array([ord(c) for c in charset.chars], dtype="<u4")
-    return ServedModel(name, version, path, meta, charset, sample_len, functions, codepoints, controls)
+    return ServedModel(name, version, path, meta, charset, sample_len, functions, codepoints, controls,
+                       hasattr(functions, "advance_penalized"))
 
 
 def takes_controls(advance) -> bool:

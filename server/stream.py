@@ -68,6 +68,16 @@ class Stream:
         self._held = ""  # decoded, not yet delivered: may be the start of a stop string
         self._held_logprobs: list[float] = []
         self._flushed_at = None  # when text was last handed on (None: never)
+        # With penalties: each character's count in the text generated so far, and 1.0 for every character
+        # of the prompt or that text, float32 [charset] (a resumed stream's prompt ends with the text the
+        # broken stream delivered: it counts as generated); and the logit bias.
+        self.penalty: dict | None = None
+        if params.penalized:
+            ids = model.encode(prompt)
+            counts = np.bincount(ids[len(ids) - params.resume_offset:], minlength=len(model.charset))
+            self.penalty = {"counts": counts.astype(np.float32),
+                            "seen": (np.bincount(ids, minlength=len(model.charset)) > 0).astype(np.float32),
+                            "bias": params.bias_vector(model.charset)}
 
     @property
     def seed(self) -> int:
@@ -119,6 +129,9 @@ class Stream:
     def _add(self, ids: np.ndarray, logprobs: np.ndarray | None) -> None:
         """Take the next sampled ids (and their log-probabilities); hand text on when it is due."""
         self.generated += len(ids)
+        if self.penalty is not None:
+            np.add.at(self.penalty["counts"], ids, 1.0)
+            self.penalty["seen"][ids] = 1.0
         self._ids.append(ids)
         if logprobs is not None and self.params.logprobs:
             self._logprobs.append(logprobs)

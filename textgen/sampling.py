@@ -18,15 +18,24 @@ tf = import_tensorflow()
 DISPLAY_TEMPERATURES = (0.0, 0.25, 0.5, 0.75)
 
 
-def sample_ids(probs, temperature, uniform, top_k=None, top_p=None):
+BAN = -100.0  # a logit_bias at or below this bans the character outright (OpenAI's "-100 should ban")
+
+
+def sample_ids(probs, temperature, uniform, top_k=None, top_p=None, penalties=None):
     """Next ids int32 ``[batch]`` from ``probs`` ``[batch, charset]``, ``temperature`` ``[batch]``,
     ``uniform`` ``[batch]`` in [0, 1), and optionally ``top_k`` int32 ``[batch]`` (0: off) and
-    ``top_p`` float32 ``[batch]`` in (0, 1] (1: off)."""
+    ``top_p`` float32 ``[batch]`` in (0, 1] (1: off), and ``penalties`` (``penalized``'s arguments
+    after the log-probabilities), applied to the log-probabilities before temperature."""
     probs = tf.convert_to_tensor(probs, tf.float32)
     temperature = tf.convert_to_tensor(temperature, tf.float32)
-    greedy = tf.argmax(probs, axis=-1, output_type=tf.int32)
+    logprobs = tf.math.log(tf.maximum(probs, 1e-30))
+    if penalties is not None:
+        logprobs = penalized(logprobs, *penalties)
+        greedy = tf.argmax(logprobs, axis=-1, output_type=tf.int32)
+    else:
+        greedy = tf.argmax(probs, axis=-1, output_type=tf.int32)
     safe_t = tf.where(temperature > 0, temperature, tf.ones_like(temperature))
-    logits = tf.math.log(tf.maximum(probs, 1e-30)) / safe_t[:, None]
+    logits = logprobs / safe_t[:, None]
     weights = tf.exp(logits - tf.reduce_max(logits, axis=-1, keepdims=True))
     if top_k is not None or top_p is not None:
         weights = narrowed(weights, top_k, top_p)
@@ -35,6 +44,22 @@ def sample_ids(probs, temperature, uniform, top_k=None, top_p=None):
     drawn = tf.reduce_sum(tf.cast(cdf <= threshold, tf.int32), axis=-1)
     drawn = tf.minimum(drawn, tf.shape(probs)[-1] - 1)
     return tf.where(temperature > 0, drawn, greedy)
+
+
+def penalized(logprobs, counts, seen, presence, frequency, repetition, bias):
+    """``logprobs`` ``[batch, charset]`` with vLLM's penalties and OpenAI's logit bias, per row:
+    ``repetition`` ``[batch]`` (1: off) divides a positive and multiplies a negative value of each
+    character ``seen`` ``[batch, charset]`` (1.0 where it is in the prompt or the text so far); then
+    ``frequency`` ``[batch]`` times each character's ``counts`` ``[batch, charset]`` in the generated
+    text, and ``presence`` ``[batch]`` for each character that is in it, are subtracted; then ``bias``
+    ``[batch, charset]`` is added, and a bias at or below BAN bans the character. At their neutral values
+    (0, 0, 1, 0) a row comes back bit for bit."""
+    repetition = repetition[:, None]
+    repeated = tf.where(logprobs > 0, logprobs / repetition, logprobs * repetition)
+    out = tf.where(seen > 0, repeated, logprobs)
+    out = out - frequency[:, None] * counts - presence[:, None] * tf.cast(counts > 0, tf.float32)
+    out = out + bias
+    return tf.where(bias <= BAN, tf.fill(tf.shape(out), -1e30), out)
 
 
 def narrowed(weights, top_k=None, top_p=None):

@@ -122,7 +122,21 @@ class PipelinedDecoder:
         float32 ``[batch, k]``: the natural log of each drawn id's probability under the model."""
         return self._advance(state, phase, probs, temperature, uniforms, top_k, top_p)
 
-    def _advance(self, state, phase, probs, temperature, uniforms, top_k=None, top_p=None):
+    @tf.function
+    def advance_penalized(self, state, phase, probs, temperature, uniforms, top_k, top_p, counts, seen, presence,
+                          frequency, repetition, bias):
+        """``advance_with_logprobs`` with penalties (textgen.sampling.penalized): ``counts`` and ``seen``
+        float32 ``[batch, charset]`` (each character's count in the text generated so far; 1.0 where it
+        is in the prompt or that text), ``presence``, ``frequency``, ``repetition`` float32 ``[batch]``,
+        ``bias`` float32 ``[batch, charset]``. Each drawn character is counted before the next draw.
+        Returns ``(state, phase, probs, ids, logprobs, counts, seen)``; ``logprobs`` are the model's,
+        before penalties and temperature."""
+        return self._advance(state, phase, probs, temperature, uniforms, top_k, top_p,
+                             (counts, seen, presence, frequency, repetition, bias))
+
+    def _advance(self, state, phase, probs, temperature, uniforms, top_k=None, top_p=None, penalties=None):
+        if penalties is not None:
+            return self._advance_penalized(state, phase, probs, temperature, uniforms, top_k, top_p, *penalties)
         hc = self._split(state)
         k = tf.shape(uniforms)[1]
         active = tf.ones_like(phase, dtype=tf.bool)
@@ -134,6 +148,24 @@ class PipelinedDecoder:
             hc, phase, probs = self._feed(hc, phase, ids, active)
             out = out.write(step, ids)
         return self._pack(hc), phase, probs, tf.transpose(out.stack()), tf.transpose(logprobs.stack())
+
+    def _advance_penalized(self, state, phase, probs, temperature, uniforms, top_k, top_p, counts, seen, presence,
+                           frequency, repetition, bias):
+        hc = self._split(state)
+        k = tf.shape(uniforms)[1]
+        active = tf.ones_like(phase, dtype=tf.bool)
+        out = tf.TensorArray(tf.int32, size=k)
+        logprobs = tf.TensorArray(tf.float32, size=k)
+        for step in tf.range(k):
+            ids = sample_ids(probs, temperature, uniforms[:, step], top_k, top_p,
+                             (counts, seen, presence, frequency, repetition, bias))
+            logprobs = logprobs.write(step, tf.math.log(tf.gather(probs, ids, batch_dims=1)))
+            hc, phase, probs = self._feed(hc, phase, ids, active)
+            out = out.write(step, ids)
+            drawn = tf.one_hot(ids, self.charset_size, dtype=tf.float32)
+            counts, seen = counts + drawn, tf.maximum(seen, drawn)
+        return (self._pack(hc), phase, probs, tf.transpose(out.stack()), tf.transpose(logprobs.stack()), counts,
+                seen)
 
     @tf.function
     def score(self, state, phase, probs, ids):

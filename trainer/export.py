@@ -64,6 +64,26 @@ def export_saved_model(model, sample_len: int, charset: Charset, path: Path) -> 
             tf.TensorSpec([None, None], tf.float32, name="uniforms"),
         ],
     )
+    def charset_spec(name):
+        return tf.TensorSpec([None, decoder.charset_size], tf.float32, name=name)
+
+    def batch_float_named(name):
+        return tf.TensorSpec([None], tf.float32, name=name)
+
+    archive.add_endpoint(
+        "advance_penalized",
+        lambda state, phase, probs, temperature, top_k, top_p, uniforms, counts, seen, presence, frequency, repetition,
+        bias: dict(zip(("state", "phase", "probs", "ids", "logprobs", "counts", "seen"),
+                       decoder.advance_penalized(state, phase, probs, temperature, uniforms, top_k, top_p, counts, seen,
+                                                 presence, frequency, repetition, bias))),
+        input_signature=[
+            state_spec, phase_spec, probs_spec,
+            tf.TensorSpec([None], tf.float32, name="temperature"), top_k_spec, top_p_spec,
+            tf.TensorSpec([None, None], tf.float32, name="uniforms"),
+            charset_spec("counts"), charset_spec("seen"), batch_float_named("presence"),
+            batch_float_named("frequency"), batch_float_named("repetition"), charset_spec("bias"),
+        ],
+    )
     archive.add_endpoint(
         "score",
         lambda state, phase, probs, ids: dict(

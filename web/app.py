@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from client.api import Client, TextgenError
-from web import api, completions, keys, tfjs
+from web import api, chat, completions, keys, tfjs
 from web.errors import Body, error_response, validation_message
 from web.settings import Settings
 
@@ -53,6 +53,7 @@ def create_app(client: Client | None = None, settings: Settings | None = None) -
     app.include_router(api.router)
     app.include_router(tfjs.router)
     app.include_router(completions.router)
+    app.include_router(chat.router)
     app.include_router(keys.router)
 
     @app.exception_handler(TextgenError)

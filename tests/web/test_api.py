@@ -137,7 +137,7 @@ def test_recipes_are_listed_with_what_they_set(web_stack):
     reply = web_stack.http.get("/api/v1/recipes").json()
     assert [r["name"] for r in reply["recipes"]] == list(RECIPES)
     fast = next(r for r in reply["recipes"] if r["name"] == "fast")
-    assert fast == {"name": "fast", "description": RECIPES["fast"].summary,
+    assert fast == {"name": "fast", "headline": RECIPES["fast"].headline, "description": RECIPES["fast"].summary,
                     "settings": {**RECIPES["fast"].settings, "lstm_layer_sizes": [224, 224]}}
     assert reply["recommended"] == "fast" and reply["default"] == "original"
     assert reply["defaults"]["epochs"] == TrainConfig().epochs and reply["defaults"]["objective"] == "last"

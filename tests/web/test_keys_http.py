@@ -27,6 +27,8 @@ ROUTES = [
     ("GET", "/v1/models", None, {"generate"}),
     ("GET", "/v1/models/no-such-model", None, {"generate"}),
     ("POST", "/v1/completions", {"model": "no-such-model", "prompt": "a", "max_tokens": 2}, {"generate"}),
+    ("POST", "/v1/chat/completions", {"model": "no-such-model", "messages": [{"role": "user", "content": "a"}]},
+     {"generate"}),
     ("GET", "/api/v1/whoami", None, set()),
     ("GET", "/api/v1/usage", None, set()),
     ("GET", "/api/v1/keys", None, {"admin"}),

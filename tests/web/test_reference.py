@@ -54,7 +54,7 @@ def test_every_place_takes_name_name_version_and_name_at_latest(web_stack, two_v
             done = web_stack.http.post("/api/v1/generate", json={"model": ref, "length": 5, "seed": 1, "stream": False})
             assert done.status_code == 200 and done.json()["start"]["version"] == version, done.text
             completion = sdk.completions.create(model=ref, prompt="a", max_tokens=3, seed=1)
-            assert completion.model in (NAME, f"{NAME}:{version}")
+            assert (completion.model, completion.system_fingerprint) == (ref, f"{NAME}:{version}")
         out = subprocess.run([sys.executable, "-m", "client", "generate", f"{NAME}:1", "--length", "5", "--seed", "1"],
                              env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and len(out.stdout.rstrip("\n")) == 5, out.stderr

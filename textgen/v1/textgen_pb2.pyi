@@ -37,7 +37,21 @@ OPTION_FIELD_NUMBER: _ClassVar[int]
 option: _descriptor.FieldDescriptor
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "version", "prompt", "length", "temperature", "seed", "top_k", "top_p", "stop", "logprobs", "resume_offset")
+    __slots__ = ("model", "version", "prompt", "length", "temperature", "seed", "top_k", "top_p", "stop", "logprobs", "resume_offset", "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "logit_bias_chars")
+    class LogitBiasEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: float
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+    class LogitBiasCharsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +63,11 @@ class GenerateRequest(_message.Message):
     STOP_FIELD_NUMBER: _ClassVar[int]
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     RESUME_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    PRESENCE_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    REPETITION_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    LOGIT_BIAS_FIELD_NUMBER: _ClassVar[int]
+    LOGIT_BIAS_CHARS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     prompt: str
@@ -60,7 +79,12 @@ class GenerateRequest(_message.Message):
     stop: _containers.RepeatedScalarFieldContainer[str]
     logprobs: bool
     resume_offset: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., prompt: _Optional[str] = ..., length: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., logprobs: _Optional[bool] = ..., resume_offset: _Optional[int] = ...) -> None: ...
+    presence_penalty: float
+    frequency_penalty: float
+    repetition_penalty: float
+    logit_bias: _containers.ScalarMap[int, float]
+    logit_bias_chars: _containers.ScalarMap[str, float]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., prompt: _Optional[str] = ..., length: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., logprobs: _Optional[bool] = ..., resume_offset: _Optional[int] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ..., repetition_penalty: _Optional[float] = ..., logit_bias: _Optional[_Mapping[int, float]] = ..., logit_bias_chars: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("text", "start", "end", "logprobs")
@@ -123,7 +147,14 @@ class GetModelRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "charset_size", "charset", "sample_len", "lstm_layer_sizes", "corpus", "corpus_sha256", "loss", "val_loss", "bits_per_char", "created", "objective", "epochs", "job_id", "trained_by")
+    __slots__ = ("name", "version", "charset_size", "charset", "sample_len", "lstm_layer_sizes", "corpus", "corpus_sha256", "loss", "val_loss", "bits_per_char", "created", "objective", "epochs", "job_id", "trained_by", "chat_roles")
+    class ChatRolesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CHARSET_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +171,7 @@ class ModelInfo(_message.Message):
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TRAINED_BY_FIELD_NUMBER: _ClassVar[int]
+    CHAT_ROLES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     charset_size: int
@@ -156,7 +188,8 @@ class ModelInfo(_message.Message):
     epochs: int
     job_id: str
     trained_by: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., charset_size: _Optional[int] = ..., charset: _Optional[str] = ..., sample_len: _Optional[int] = ..., lstm_layer_sizes: _Optional[_Iterable[int]] = ..., corpus: _Optional[str] = ..., corpus_sha256: _Optional[str] = ..., loss: _Optional[float] = ..., val_loss: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., created: _Optional[float] = ..., objective: _Optional[str] = ..., epochs: _Optional[int] = ..., job_id: _Optional[str] = ..., trained_by: _Optional[str] = ...) -> None: ...
+    chat_roles: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., charset_size: _Optional[int] = ..., charset: _Optional[str] = ..., sample_len: _Optional[int] = ..., lstm_layer_sizes: _Optional[_Iterable[int]] = ..., corpus: _Optional[str] = ..., corpus_sha256: _Optional[str] = ..., loss: _Optional[float] = ..., val_loss: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., created: _Optional[float] = ..., objective: _Optional[str] = ..., epochs: _Optional[int] = ..., job_id: _Optional[str] = ..., trained_by: _Optional[str] = ..., chat_roles: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class DeleteModelRequest(_message.Message):
     __slots__ = ("model", "version", "all_versions")
@@ -175,32 +208,44 @@ class DeleteModelResponse(_message.Message):
     def __init__(self, deleted_versions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("model", "version", "text", "per_character")
+    __slots__ = ("model", "version", "text", "per_character", "top_logprobs")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     PER_CHARACTER_FIELD_NUMBER: _ClassVar[int]
+    TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     text: str
     per_character: bool
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., text: _Optional[str] = ..., per_character: _Optional[bool] = ...) -> None: ...
+    top_logprobs: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., text: _Optional[str] = ..., per_character: _Optional[bool] = ..., top_logprobs: _Optional[int] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("model", "version", "characters", "log_likelihood", "bits_per_char", "logprobs")
+    __slots__ = ("model", "version", "characters", "log_likelihood", "bits_per_char", "logprobs", "top_logprobs")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CHARACTERS_FIELD_NUMBER: _ClassVar[int]
     LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
     BITS_PER_CHAR_FIELD_NUMBER: _ClassVar[int]
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     characters: int
     log_likelihood: float
     bits_per_char: float
     logprobs: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., characters: _Optional[int] = ..., log_likelihood: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., logprobs: _Optional[_Iterable[float]] = ...) -> None: ...
+    top_logprobs: _containers.RepeatedCompositeFieldContainer[Alternatives]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., characters: _Optional[int] = ..., log_likelihood: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., logprobs: _Optional[_Iterable[float]] = ..., top_logprobs: _Optional[_Iterable[_Union[Alternatives, _Mapping]]] = ...) -> None: ...
+
+class Alternatives(_message.Message):
+    __slots__ = ("characters", "logprobs")
+    CHARACTERS_FIELD_NUMBER: _ClassVar[int]
+    LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    characters: str
+    logprobs: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, characters: _Optional[str] = ..., logprobs: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class OptionInfo(_message.Message):
     __slots__ = ("help", "default", "choices", "flag", "aliases", "metavar")
