@@ -129,13 +129,14 @@ class Client:
         return Generation(request, self)
 
     def score(self, model: str, text: str, version: int = 0, per_character: bool = False,
-              top_logprobs: int = 0) -> pb.ScoreResponse:
+              top_logprobs: int = 0, top_logprobs_skip: int = 0) -> pb.ScoreResponse:
         """``text``'s log-likelihood under ``model``: ``log_likelihood`` (nats), ``bits_per_char``,
         ``characters`` scored (all but the first) and, with ``per_character``, ``logprobs`` of
-        ``text[1:]``; with ``top_logprobs`` N, the N likeliest characters at each of those positions.
+        ``text[1:]``; with ``top_logprobs`` N, the N likeliest characters at each of those positions
+        after the first ``top_logprobs_skip``.
         Rank models by ``bits_per_char`` (lowest: the likeliest author)."""
         request = _message(pb.ScoreRequest, model=model, version=version, text=text, per_character=per_character,
-                           top_logprobs=top_logprobs)
+                           top_logprobs=top_logprobs, top_logprobs_skip=top_logprobs_skip)
         return self._unary(self._textgen.Score, request)
 
     def list_models(self) -> list[pb.ModelSummary]:

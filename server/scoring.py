@@ -55,14 +55,18 @@ class TextScore:
         return -self.log_likelihood / self.characters / math.log(2)
 
 
-def score_text(model: ServedModel, text: str, max_chars: int, top: int = 0) -> TextScore:
+def score_text(model: ServedModel, text: str, max_chars: int, top: int = 0, skip: int = 0) -> TextScore:
     """Score ``text`` (2 to ``max_chars`` characters, all in the model's charset) under ``model``; with
-    ``top`` (1 to MAX_TOP_LOGPROBS), also the ``top`` most likely characters at each position.
+    ``top`` (1 to MAX_TOP_LOGPROBS), also the ``top`` most likely characters at each position after the
+    first ``skip`` scored ones.
 
-    Raises BadRequest saying what is wrong with the text or ``top``.
+    Raises BadRequest saying what is wrong with the text, ``top`` or ``skip``.
     """
     if not 0 <= top <= MAX_TOP_LOGPROBS:
         raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {top}")
+    if not 0 <= skip < max(1, len(text) - 1):
+        raise BadRequest(f"top_logprobs_skip must be between 0 and the scored characters less one "
+                         f"({max(0, len(text) - 2)}), got {skip}")
     if len(text) < 2:
         raise BadRequest(f"the text must have at least 2 characters (the first is the context of the second), "
                          f"got {len(text)}")
@@ -83,7 +87,7 @@ def score_text(model: ServedModel, text: str, max_chars: int, top: int = 0) -> T
     if not top:
         return TextScore(logprobs)
     count = min(top, len(model.charset))
-    top_ids, top_values = top_logprobs(model.functions, ids, model.sample_len, count)
+    top_ids, top_values = top_logprobs(model.functions, ids, model.sample_len, count, first=skip + 1)
     return TextScore(logprobs, tuple((model.charset.decode(row), values) for row, values in zip(top_ids, top_values)))
 
 
@@ -119,27 +123,28 @@ def predict_logprobs(functions, ids: np.ndarray, sample_len: int) -> np.ndarray:
 MAX_TOP_LOGPROBS = 20
 
 
-def top_logprobs(functions, ids: np.ndarray, sample_len: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``count`` most likely ids at each scored position ``i = 1 .. n-1`` and their natural-log
-    probabilities under the model, most likely first: int32 and float32 ``[n - 1, count]``. The model's
-    whole distribution there comes from ``predict`` on the position's window (the same window Score
-    scores the character from); ties go to the lower id."""
-    top_ids = np.zeros([len(ids) - 1, count], np.int32)
-    top = np.zeros([len(ids) - 1, count], np.float32)
-    for targets, probs in window_probs(functions, ids, sample_len):
+def top_logprobs(functions, ids: np.ndarray, sample_len: int, count: int,
+                 first: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The ``count`` most likely ids at each position ``i = first .. n-1`` and their natural-log
+    probabilities under the model, most likely first: int32 and float32 ``[n - first, count]``. The
+    model's whole distribution there comes from ``predict`` on the position's window (the same window
+    Score scores the character from); ties go to the lower id."""
+    top_ids = np.zeros([len(ids) - first, count], np.int32)
+    top = np.zeros([len(ids) - first, count], np.float32)
+    for targets, probs in window_probs(functions, ids, sample_len, first):
         order = np.argsort(-probs, axis=-1, kind="stable")[:, :count]
-        top_ids[targets - 1] = order
-        top[targets - 1] = np.log(np.take_along_axis(probs, order, axis=-1))
+        top_ids[targets - first] = order
+        top[targets - first] = np.log(np.take_along_axis(probs, order, axis=-1))
     return top_ids, top
 
 
-def window_probs(functions, ids: np.ndarray, sample_len: int):
+def window_probs(functions, ids: np.ndarray, sample_len: int, first: int = 1):
     """``(targets, probs)`` in batches: the model's distribution ``[len(targets), charset]`` over the
-    character at each position in ``targets`` (1 .. n-1), from the up to ``sample_len`` before it."""
-    short = range(1, min(sample_len, len(ids)))  # the first windows are shorter, one length each
+    character at each position in ``targets`` (``first`` .. n-1), from the up to ``sample_len`` before it."""
+    short = range(first, min(sample_len, len(ids)))  # the first windows are shorter, one length each
     for i in short:
         yield np.array([i]), functions.predict(ids=tf.constant(ids[None, :i]))["probs"].numpy()
-    full = np.arange(sample_len, len(ids))
+    full = np.arange(max(sample_len, first), len(ids))
     for begin in range(0, len(full), PREDICT_BATCH):
         targets = full[begin:begin + PREDICT_BATCH]
         windows = np.stack([ids[t - sample_len:t] for t in targets])

@@ -77,7 +77,8 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
     def Score(self, request, context):
         with request_errors(context):
             model = self.store.get(request.model, request.version, fresh=True)
-            score = scoring.score_text(model, request.text, self.max_score_chars, request.top_logprobs)
+            score = scoring.score_text(model, request.text, self.max_score_chars, request.top_logprobs,
+                                       request.top_logprobs_skip)
         metrics.observe_score(model.name, score.characters)
         self.usage.scored(caller_of(context).id, score.characters)
         return pb.ScoreResponse(model=model.name, version=model.version, characters=score.characters,

@@ -133,8 +133,9 @@ class Alternatives:
             info = await run_in_threadpool(self.client.get_model, self.model, version)
             self._sample_len[version] = info.sample_len
         context = before[-self._sample_len[version]:]
-        reply = await run_in_threadpool(self.client.score, self.model, context + text, version, False, self.count)
-        return [dict(zip(a.characters, a.logprobs)) for a in reply.top_logprobs[-len(text):]]
+        reply = await run_in_threadpool(self.client.score, self.model, context + text, version, False, self.count,
+                                        len(context) - 1)  # alternatives for the text's characters only
+        return [dict(zip(a.characters, a.logprobs)) for a in reply.top_logprobs]
 
     async def of_prompt(self, prompt: str, version: int) -> tuple[list[float | None], list[dict | None]]:
         """The prompt's own characters: their logprobs (None for the first, which has no context) and

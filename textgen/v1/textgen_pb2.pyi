@@ -208,18 +208,20 @@ class DeleteModelResponse(_message.Message):
     def __init__(self, deleted_versions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("model", "version", "text", "per_character", "top_logprobs")
+    __slots__ = ("model", "version", "text", "per_character", "top_logprobs", "top_logprobs_skip")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     PER_CHARACTER_FIELD_NUMBER: _ClassVar[int]
     TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    TOP_LOGPROBS_SKIP_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     text: str
     per_character: bool
     top_logprobs: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., text: _Optional[str] = ..., per_character: _Optional[bool] = ..., top_logprobs: _Optional[int] = ...) -> None: ...
+    top_logprobs_skip: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., text: _Optional[str] = ..., per_character: _Optional[bool] = ..., top_logprobs: _Optional[int] = ..., top_logprobs_skip: _Optional[int] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("model", "version", "characters", "log_likelihood", "bits_per_char", "logprobs", "top_logprobs")
