@@ -402,3 +402,29 @@ def test_a_generate_only_key_gets_a_page_that_says_why_training_is_off(browser, 
     finally:  # the next tests run with the stack's all-scopes token again
         browser.execute_script("sessionStorage.setItem('textgen.token', arguments[0])", TOKEN)
         browser.get(web_stack.url + "/")
+
+
+def test_the_page_offers_older_versions_by_reference_and_generates_from_one(browser, web_stack, tiny_model):
+    source = web_stack.data_dir / "models" / "tiny-web" / "1"
+    for version in (1, 2):  # the same weights as two versions
+        shutil.copytree(source, web_stack.data_dir / "models" / "page-ref" / str(version))
+    browser.get(web_stack.url + "/")
+    wait_until(lambda: text(browser, "status").startswith("Ready"), what="the page to load",
+               diagnose=lambda: error_text(browser))
+    options = browser.execute_script("return [...document.querySelectorAll('#gen-model option')].map(o => o.value)")
+    assert "page-ref" in options and "page-ref:1" in options and "page-ref:2" not in options  # 2 is the latest
+    select(browser, "gen-model", "page-ref:1")
+    browser.execute_script("document.getElementById('seed-text').value = arguments[0]", "function (")
+    fill(browser, "gen-length", "40")
+    fill(browser, "temperature", "1")
+    fill(browser, "seed", "9")
+    el(browser, "stop-strings").clear()
+    el(browser, "generate").click()
+    wait_until(lambda: attr(browser, "gen-info", "state") == "done", what="the generation",
+               diagnose=lambda: error_text(browser))
+    expected = web_stack.http.post("/api/v1/generate", json={"model": "page-ref:1", "prompt": "function (",
+                                                             "length": 40, "temperature": 1.0, "seed": 9,
+                                                             "stream": False}).json()
+    assert expected["start"]["version"] == 1
+    assert text(browser, "output-text") == expected["text"]
+    assert text(browser, "gen-info").startswith("40 characters from page-ref v1, seed 9")
