@@ -106,7 +106,7 @@ class Client:
                  seed: int | None = None, version: int = 0, top_k: int = 0, top_p: float | None = None,
                  stop: list[str] | tuple = (), logprobs: bool = False, presence_penalty: float | None = None,
                  frequency_penalty: float | None = None, repetition_penalty: float | None = None,
-                 logit_bias: dict | None = None) -> "Generation":
+                 logit_bias: dict | None = None, top_logprobs: int = 0) -> "Generation":
         """Stream ``length`` characters from ``model``: iterate the result for text chunks; its
         ``start`` (model, version, prompt, seed used) and ``end`` (reason, characters) fill in as
         they arrive.
@@ -117,7 +117,9 @@ class Client:
         ``logprobs`` the result's ``logprobs`` fills with ln p of each character, in step with the text.
         ``presence_penalty``, ``frequency_penalty`` ([-2, 2]), ``repetition_penalty`` ((0, 10]) and
         ``logit_bias`` ({charset index or character: [-100, 100]}; -100 bans it) act on the model's
-        log-probabilities before temperature (GenerateRequest says how).
+        log-probabilities before temperature (GenerateRequest says how). With ``top_logprobs`` N
+        (0-20) the result's ``top_logprobs`` fills with the N likeliest characters at each place
+        (``Alternatives``: ``characters``, ``logprobs``), in step with the text.
         """
         bias = logit_bias or {}
         request = _message(pb.GenerateRequest, model=model, version=version, prompt=prompt, length=length,
@@ -125,7 +127,8 @@ class Client:
                            logprobs=logprobs, presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
                            repetition_penalty=repetition_penalty,
                            logit_bias={k: v for k, v in bias.items() if isinstance(k, int)},
-                           logit_bias_chars={k: v for k, v in bias.items() if isinstance(k, str)})
+                           logit_bias_chars={k: v for k, v in bias.items() if isinstance(k, str)},
+                           top_logprobs=top_logprobs)
         return Generation(request, self)
 
     def score(self, model: str, text: str, version: int = 0, per_character: bool = False,
@@ -338,6 +341,7 @@ class Generation:
         self.start: pb.StreamStart | None = None
         self.end: pb.StreamEnd | None = None
         self.logprobs: list[float] = []
+        self.top_logprobs: list[pb.Alternatives] = []
 
     def __iter__(self) -> Iterator[str]:
         try:
@@ -347,6 +351,7 @@ class Generation:
                         if response.HasField("start") and self.start is None:
                             self.start = response.start
                         self.logprobs.extend(response.logprobs)
+                        self.top_logprobs.extend(response.top_logprobs)
                         if response.text:
                             self._received.append(response.text)
                             self._count += len(response.text)

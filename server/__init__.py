@@ -7,6 +7,11 @@
 - ``app``: wiring (health, reflection, auth, TLS, graceful shutdown); ``config``: settings from the environment.
 """
 
+import sys
+
 from textgen.tfimport import import_tensorflow
 
-import_tensorflow()
+# `python -m server keys ...` (server/keys_cli.py) needs no TensorFlow: while `-m` imports this package,
+# sys.argv is ["-m", "keys", ...]. Everything else gets TensorFlow now, its C++ start-up lines kept quiet.
+if sys.argv[:2] != ["-m", "keys"]:
+    import_tensorflow()

@@ -204,18 +204,23 @@ class Batch:
         inputs = dict(state, temperature=tf.constant(temperature), uniforms=tf.constant(uniforms))
         if self.functions.controls:
             inputs.update(top_k=tf.constant(top_k), top_p=tf.constant(top_p))
-        penalized = [i for i, stream in enumerate(rows) if takes[i] and stream.penalty is not None]
+        rich = [i for i, stream in enumerate(rows) if takes[i] and stream.params.rich]
+        top_ids = top_logprobs = None
         with metrics.decode_step(sum(1 for stream in rows if stream is not None)):
-            if penalized:  # the whole batch through the penalized sampler: neutral rows come out bit for bit
-                out = self.functions.advance_penalized({**inputs, **self._penalties(rows, penalized)})
+            if rich:  # the whole batch through the rich sampler: neutral rows come out bit for bit
+                penalized = [i for i in rich if rows[i].penalty is not None]
+                out = self.functions.advance_penalized({**inputs, **self._penalties(rows, penalized)}, compiled)
                 out.pop("counts"), out.pop("seen")  # the streams count their own characters (Stream._add)
+                top_ids, top_logprobs = out.pop("top_ids").numpy(), out.pop("top_logprobs").numpy()
             else:
                 out = self.functions.advance(inputs, compiled)
         ids = out.pop("ids").numpy()
         logprobs = out.pop("logprobs").numpy() if "logprobs" in out else None
         for i, stream in enumerate(rows):
             if takes[i] and stream.stop_reason is None:
-                stream._add(ids[i, :takes[i]], None if logprobs is None else logprobs[i, :takes[i]])
+                n = takes[i]
+                stream._add(ids[i, :n], None if logprobs is None else logprobs[i, :n],
+                            None if top_ids is None else (top_ids[i, :n], top_logprobs[i, :n]))
         return out
 
     def _penalties(self, rows: list[Stream | None], penalized: list[int]) -> dict:

@@ -19,6 +19,7 @@ from server.errors import BadRequest, Unsupported, shown
 MAX_SEED = 2**64 - 1
 MAX_STOPS, MAX_STOP_CHARS = 4, 64
 MAX_PENALTY, MAX_REPETITION, MAX_BIAS = 2.0, 10.0, 100.0
+MAX_TOP_LOGPROBS = 20  # as the bundle's advance_penalized reports (trainer/decode.py MAX_ALTERNATIVES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,12 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     logit_bias: tuple = ()  # ((charset index, bias), ...)
     logit_bias_chars: tuple = ()  # ((character, bias), ...)
+    top_logprobs: int = 0  # 0-MAX_TOP_LOGPROBS: the likeliest characters at each place, with logprobs
+
+    @property
+    def rich(self) -> bool:
+        """Whether the stream needs the bundle's ``advance_penalized``: penalties, bias or alternatives."""
+        return self.penalized or self.top_logprobs > 0
 
     @property
     def penalized(self) -> bool:
@@ -82,6 +89,8 @@ class SamplingParams:
     def __post_init__(self):
         stop = tuple(self.stop)
         self._check_penalties()
+        if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.top_logprobs}")
         # Checked as given, so that a message echoes the value received; kept as plain types after.
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise BadRequest(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}")
@@ -107,7 +116,10 @@ class SamplingParams:
                      frequency_penalty=float(self.frequency_penalty),
                      repetition_penalty=float(self.repetition_penalty),
                      logit_bias=tuple(sorted((int(k), float(v)) for k, v in self.logit_bias)),
-                     logit_bias_chars=tuple(sorted((str(k), float(v)) for k, v in self.logit_bias_chars)))
+                     logit_bias_chars=tuple(sorted((str(k), float(v)) for k, v in self.logit_bias_chars)),
+                     top_logprobs=int(self.top_logprobs))
+        if plain["top_logprobs"]:
+            plain["logprobs"] = True  # the alternatives come with the chosen characters' own
         for name, value in plain.items():
             object.__setattr__(self, name, value)
 
@@ -136,11 +148,11 @@ class SamplingParams:
                              f"{', '.join(map(repr, missing))}")
         if self.penalized and all(v <= -MAX_BIAS for v in self.bias_vector(model.charset)):
             raise BadRequest("logit_bias bans every character of the model: leave at least one")
-        if self.penalized and not model.penalties:
+        if self.rich and not model.penalties:
             raise Unsupported(
                 f"model {model.name!r} version {model.version} was exported before presence_penalty, "
-                "frequency_penalty, repetition_penalty and logit_bias existed and cannot do them. Retrain or "
-                "continue training it to get a version that can")
+                "frequency_penalty, repetition_penalty, logit_bias and top_logprobs existed and cannot do them. "
+                "Retrain or continue training it to get a version that can")
         asked = [name for name, on in (("top_k", self.top_k), ("top_p", self.top_p < 1.0),
                                        ("logprobs", self.logprobs)) if on]
         if asked and not model.controls:

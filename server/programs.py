@@ -114,7 +114,7 @@ class Functions:
     ``row_capacity``, so that prompts arriving in groups of any size need few programs.
     """
 
-    HOT = {"advance": 4, "start": 4}
+    HOT = {"advance": 4, "start": 4, "advance_penalized": 4}
 
     def __init__(self, model: ServedModel, compiler: Compiler | None):
         # Not the model itself: a value that refers to its key would keep the weak-keyed caches above
@@ -122,7 +122,8 @@ class Functions:
         self.sample_len = model.sample_len
         self.controls = model.controls
         self._graph = {"advance": model.functions.advance, "start": model.functions.start}
-        self._penalized = getattr(model.functions, "advance_penalized", None)
+        if model.penalties:
+            self._graph["advance_penalized"] = model.functions.advance_penalized
         self._compiler = compiler
         self._lock = threading.Lock()
         self._compiled: set[tuple] = set()  # (function, shape) with an XLA program
@@ -162,9 +163,9 @@ class Functions:
         state = self._blocks("start", dict(prompt=tf.constant(prompt), lengths=tf.constant(lengths)), "prompt")
         return state if len(prompt) == rows else {key: value[:rows] for key, value in state.items()}
 
-    def advance_penalized(self, inputs: dict) -> dict:
-        """The bundle's ``advance_penalized`` (penalties and bias: rare, so never compiled with XLA)."""
-        return dict(self._penalized(**inputs))
+    def advance_penalized(self, inputs: dict, compiled: bool = True) -> dict:
+        """The bundle's ``advance_penalized`` (penalties and bias), compiled with XLA as ``advance`` is."""
+        return self._blocks("advance_penalized", inputs, "uniforms", compiled)
 
     def advance(self, inputs: dict, compiled: bool = True) -> dict:
         """The bundle's ``advance`` on ``inputs``; ``compiled``: XLA may run it (or be compiled for it)."""

@@ -44,7 +44,8 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
                 logprobs=request.logprobs, resume_offset=request.resume_offset,
                 presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
                 repetition_penalty=request.repetition_penalty if request.HasField("repetition_penalty") else 1.0,
-                logit_bias=tuple(request.logit_bias.items()), logit_bias_chars=tuple(request.logit_bias_chars.items()))
+                logit_bias=tuple(request.logit_bias.items()), logit_bias_chars=tuple(request.logit_bias_chars.items()),
+                top_logprobs=request.top_logprobs)
             lease = self.quota.open_stream(caller, max(0, params.length - params.resume_offset))
             try:
                 stream = self.engine.submit(model, request.prompt, params)
@@ -67,7 +68,8 @@ class TextGenServicer(textgen_pb2_grpc.TextGenServicer):
         try:
             with request_errors(context):
                 for chunk in stream.chunks():
-                    yield pb.GenerateResponse(text=chunk.text, logprobs=chunk.logprobs)
+                    yield pb.GenerateResponse(text=chunk.text, logprobs=chunk.logprobs, top_logprobs=[
+                        pb.Alternatives(characters=chars, logprobs=values) for chars, values in chunk.top])
         finally:
             end()  # frees the slot when the generator is closed early; the key's place and characters too
         if stream.stop_reason in STOP_REASONS:

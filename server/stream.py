@@ -33,10 +33,12 @@ _END = object()  # closes a stream's queue
 
 class Chunk(NamedTuple):
     """The next text of a stream, and the natural-log probability under the model of each of its
-    characters (empty unless the request asked for them)."""
+    characters (empty unless the request asked for them); ``top``: for each character, the likeliest
+    characters there and their log-probabilities, ``(chars, values)`` (empty unless asked for)."""
 
     text: str
     logprobs: tuple = ()
+    top: tuple = ()
 
 
 class Stream:
@@ -67,6 +69,8 @@ class Stream:
         self._logprobs: list[np.ndarray] = []
         self._held = ""  # decoded, not yet delivered: may be the start of a stop string
         self._held_logprobs: list[float] = []
+        self._top: list = []  # (top ids [n, T], top logprobs [n, T]) sampled, not yet decoded
+        self._held_top: list[tuple] = []
         self._flushed_at = None  # when text was last handed on (None: never)
         # With penalties: each character's count in the text generated so far, and 1.0 for every character
         # of the prompt or that text, float32 [charset] (a resumed stream's prompt ends with the text the
@@ -97,7 +101,7 @@ class Stream:
             yield chunk.text
 
     def chunks(self):
-        """``Chunk``s (text and log-probabilities) until the stream ends; those that piled up are
+        """``Chunk``s (text, log-probabilities, alternatives) until the stream ends; those that piled up are
         joined into one. Raises DecodeFailed when the model failed."""
         while True:
             parts, item = [], self._queue.get()
@@ -108,7 +112,8 @@ class Stream:
                 except queue.Empty:
                     break
             if parts:
-                yield Chunk("".join(p.text for p in parts), tuple(lp for p in parts for lp in p.logprobs))
+                yield Chunk("".join(p.text for p in parts), tuple(lp for p in parts for lp in p.logprobs),
+                            tuple(top for p in parts for top in p.top))
             if item is _END:
                 if self.stop_reason == FAILED:
                     raise DecodeFailed(
@@ -126,8 +131,9 @@ class Stream:
         """End the consumer's iteration once it has what was queued (the engine set ``stop_reason``)."""
         self._queue.put(_END)
 
-    def _add(self, ids: np.ndarray, logprobs: np.ndarray | None) -> None:
-        """Take the next sampled ids (and their log-probabilities); hand text on when it is due."""
+    def _add(self, ids: np.ndarray, logprobs: np.ndarray | None, top: tuple | None = None) -> None:
+        """Take the next sampled ids (and their log-probabilities, and the likeliest ids at each place
+        with theirs: ``top``); hand text on when it is due."""
         self.generated += len(ids)
         if self.penalty is not None:
             np.add.at(self.penalty["counts"], ids, 1.0)
@@ -135,6 +141,8 @@ class Stream:
         self._ids.append(ids)
         if logprobs is not None and self.params.logprobs:
             self._logprobs.append(logprobs)
+        if top is not None and self.params.top_logprobs:
+            self._top.append(top)
         now = time.monotonic()
         pending = sum(len(part) for part in self._ids) + len(self._held)
         if (self.remaining == 0 or self._flushed_at is None or pending >= self._chunk
@@ -145,20 +153,25 @@ class Stream:
         stops = self.params.stop
         text = self._held + self.model.decode(np.concatenate(self._ids))
         logprobs = self._held_logprobs + [float(x) for part in self._logprobs for x in part]
-        self._ids, self._logprobs = [], []
+        count = self.params.top_logprobs
+        top = self._held_top + [(self.model.decode(row_ids[:count]), tuple(float(x) for x in row_values[:count]))
+                                for part_ids, part_values in self._top
+                                for row_ids, row_values in zip(part_ids, part_values)]
+        self._ids, self._logprobs, self._top = [], [], []
         stopped = self._find_stop(text)
         if stopped is not None:
-            text, logprobs, keep = text[:stopped], logprobs[:stopped], 0
+            text, logprobs, top, keep = text[:stopped], logprobs[:stopped], top[:stopped], 0
         elif self.remaining == 0 or not stops:
             keep = 0
         else:  # the tail may be the start of a stop string that the next characters complete
             keep = min(len(text), max(map(len, stops)) - 1)
         cut = len(text) - keep
         self._held, self._held_logprobs = text[cut:], logprobs[cut:] if self.params.logprobs else []
+        self._held_top = top[cut:]
         if cut:
             self.produced += cut
             self._flushed_at = now
-            self._queue.put(Chunk(text[:cut], tuple(logprobs[:cut])))
+            self._queue.put(Chunk(text[:cut], tuple(logprobs[:cut]), tuple(top[:cut])))
         if stopped is not None:
             self._on_end(self, STOP)
         elif self.remaining == 0:

@@ -27,6 +27,7 @@ class Usage:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failing = False
 
     def start(self) -> "Usage":
         if self.link is not None:
@@ -83,11 +84,18 @@ class Usage:
                     for field, amount in counts.items():
                         pipe.hincrby(keys.usage_key(key_id), field, amount)
                 pipe.execute()
-        except Exception as exc:  # noqa: BLE001  (Redis away: keep the counts for later)
-            log.warning("cannot add usage to Redis at %s (%s); keeping it for the next try", self.link.address, exc)
+        except Exception as exc:  # noqa: BLE001  (Redis away: keep the counts, added up, for later)
+            if not self._failing:
+                log.warning("cannot add usage to Redis at %s (%s); keeping it until Redis is back",
+                            self.link.address, exc)
+            self._failing = True
             with self._lock:
                 for key_id, counts in pending.items():
                     self._pending[key_id].update(counts)
+            return
+        if self._failing:
+            log.info("usage reaches Redis at %s again", self.link.address)
+        self._failing = False
 
     def read(self, key_id: str) -> dict:
         """The key's totals (textgen.keys.read_usage), this process's unflushed counts included."""

@@ -20,6 +20,8 @@ HEAVIEST_FIRST = [
     WEB,  # ~60 s: a four-process stack, a browser, three training jobs
     "tests/test_worker_shutdown.py",  # ~55 s
     "tests/test_trainer.py",  # ~50 s
+    "tests/test_keys.py",  # ~60 s: two replicas on one Redis, the keys command's processes
+    "tests/test_penalties.py",  # ~45 s: a reference loop per penalty
     "tests/test_core.py",  # ~45 s
     "tests/reliability/test_faults.py",  # ~40 s
     "tests/test_stack.py",  # ~40 s

@@ -174,3 +174,38 @@ def test_grpc_carries_penalties_and_bias(data_dir, store):
             list(stub.Generate(pb.GenerateRequest(model="old", prompt="ab", length=5, repetition_penalty=1.2)))
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         channel.close()
+
+
+def test_top_logprobs_come_with_the_text_as_score_gives_them(data_dir, store, engine):
+    """The likeliest characters at each place, read from the distribution each character was drawn
+    from: the text is the plain stream's, and the alternatives are Score's for that text."""
+    model = store.get(MODELS["two"])
+    plain = run(engine, model, PROMPT, 80, 0.9, 4)
+    stream = engine.submit(model, PROMPT, SamplingParams(80, 0.9, 4, top_logprobs=3))
+    chunks = list(stream.chunks())
+    text = "".join(c.text for c in chunks)
+    tops = [t for c in chunks for t in c.top]
+    logprobs = [x for c in chunks for x in c.logprobs]
+    assert text == plain and len(tops) == len(logprobs) == 80
+    from server.scoring import score_text
+
+    scored = score_text(model, PROMPT + text, 10_000, top=3, skip=len(PROMPT) - 1)
+    for (chars, values), (score_chars, score_values), char, chosen in zip(tops, scored.top, text, logprobs):
+        assert chars == score_chars
+        assert list(values) == pytest.approx(list(score_values), rel=1e-5, abs=1e-6)
+        if char in chars:
+            assert values[chars.index(char)] == pytest.approx(chosen, rel=1e-5, abs=1e-6)
+    with running_server(data_dir, xla=False) as server:  # and through gRPC
+        from textgen.v1 import textgen_pb2_grpc
+
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        stub = textgen_pb2_grpc.TextGenStub(channel)
+        responses = list(stub.Generate(pb.GenerateRequest(model=MODELS["two"], prompt=PROMPT, length=80,
+                                                          temperature=0.9, seed=4, top_logprobs=3)))
+        assert "".join(r.text for r in responses) == plain
+        alternatives = [a for r in responses for a in r.top_logprobs]
+        assert [a.characters for a in alternatives] == [chars for chars, _ in tops]
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.Generate(pb.GenerateRequest(model=MODELS["two"], length=5, top_logprobs=21)))
+        assert caught.value.details() == "top_logprobs must be between 0 and 20, got 21"
+        channel.close()

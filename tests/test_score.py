@@ -164,3 +164,29 @@ def test_cli_score_of_a_text_with_unknown_characters_is_one_line_on_stderr(serve
     assert status == 1 and err.count("\n") == 1
     assert err.startswith("error: INVALID_ARGUMENT: the text has characters that model 'shake-one' version 1")
 
+
+
+def test_score_gives_the_likeliest_characters_at_each_place_after_the_skipped(server, client):
+    model = server.store.get("shake-one")
+    text = held_out("tinyshakespeare", [model.charset.chars], 150)
+    ids = model.encode(text)
+    reply = client.score("shake-one", text, per_character=True, top_logprobs=4)
+    assert len(reply.top_logprobs) == len(text) - 1
+    for i, alternatives in enumerate(reply.top_logprobs, start=1):
+        window = ids[max(0, i - model.sample_len):i]
+        probs = model.functions.predict(ids=tf.constant(window[None, :]))["probs"].numpy()[0]
+        order = np.argsort(-probs, kind="stable")[:4]
+        assert alternatives.characters == model.charset.decode(order), i
+        np.testing.assert_allclose(alternatives.logprobs, np.log(probs[order]), rtol=0, atol=TOLERANCE)
+        assert list(alternatives.logprobs) == sorted(alternatives.logprobs, reverse=True)
+        if text[i] in alternatives.characters:  # the character's own value is Score's
+            at = alternatives.characters.index(text[i])
+            assert alternatives.logprobs[at] == pytest.approx(reply.logprobs[i - 1], abs=TOLERANCE)
+    skipped = client.score("shake-one", text, top_logprobs=4, top_logprobs_skip=100)
+    assert list(skipped.top_logprobs) == list(reply.top_logprobs)[100:]
+    for top, skip, words in ((21, 0, "top_logprobs must be between 0 and 20, got 21"),
+                             (2, len(text) - 1, f"top_logprobs_skip must be between 0 and the scored characters less "
+                                                f"one ({len(text) - 2}), got {len(text) - 1}")):
+        with pytest.raises(TextgenError) as caught:
+            client.score("shake-one", text, top_logprobs=top, top_logprobs_skip=skip)
+        assert caught.value.code == "INVALID_ARGUMENT" and caught.value.message == words

@@ -24,6 +24,8 @@ from keras import layers
 
 from textgen.sampling import sample_ids
 
+MAX_ALTERNATIVES = 20  # the likeliest characters advance_penalized reports at each step (OpenAI's chat limit)
+
 
 class PipelinedDecoder:
     """The decode functions of one model (weights shared with ``model``, read at call time)."""
@@ -129,8 +131,10 @@ class PipelinedDecoder:
         float32 ``[batch, charset]`` (each character's count in the text generated so far; 1.0 where it
         is in the prompt or that text), ``presence``, ``frequency``, ``repetition`` float32 ``[batch]``,
         ``bias`` float32 ``[batch, charset]``. Each drawn character is counted before the next draw.
-        Returns ``(state, phase, probs, ids, logprobs, counts, seen)``; ``logprobs`` are the model's,
-        before penalties and temperature."""
+        Returns ``(state, phase, probs, ids, logprobs, counts, seen, top_ids, top_logprobs)``; ``logprobs``
+        are the model's, before penalties and temperature; ``top_ids`` int32 and ``top_logprobs`` float32
+        ``[batch, k, min(MAX_ALTERNATIVES, charset)]``: the likeliest characters at each step under the
+        model, most likely first (ties: the lower id), and their log-probabilities."""
         return self._advance(state, phase, probs, temperature, uniforms, top_k, top_p,
                              (counts, seen, presence, frequency, repetition, bias))
 
@@ -156,16 +160,22 @@ class PipelinedDecoder:
         active = tf.ones_like(phase, dtype=tf.bool)
         out = tf.TensorArray(tf.int32, size=k)
         logprobs = tf.TensorArray(tf.float32, size=k)
+        alternatives = min(MAX_ALTERNATIVES, self.charset_size)
+        top_ids = tf.TensorArray(tf.int32, size=k)
+        top_logprobs = tf.TensorArray(tf.float32, size=k)
         for step in tf.range(k):
             ids = sample_ids(probs, temperature, uniforms[:, step], top_k, top_p,
                              (counts, seen, presence, frequency, repetition, bias))
             logprobs = logprobs.write(step, tf.math.log(tf.gather(probs, ids, batch_dims=1)))
+            best, best_ids = tf.math.top_k(probs, alternatives)
+            top_ids = top_ids.write(step, best_ids)
+            top_logprobs = top_logprobs.write(step, tf.math.log(best))
             hc, phase, probs = self._feed(hc, phase, ids, active)
             out = out.write(step, ids)
             drawn = tf.one_hot(ids, self.charset_size, dtype=tf.float32)
             counts, seen = counts + drawn, tf.maximum(seen, drawn)
         return (self._pack(hc), phase, probs, tf.transpose(out.stack()), tf.transpose(logprobs.stack()), counts,
-                seen)
+                seen, tf.transpose(top_ids.stack(), [1, 0, 2]), tf.transpose(top_logprobs.stack(), [1, 0, 2]))
 
     @tf.function
     def score(self, state, phase, probs, ids):

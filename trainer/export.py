@@ -73,7 +73,7 @@ def export_saved_model(model, sample_len: int, charset: Charset, path: Path) -> 
     archive.add_endpoint(
         "advance_penalized",
         lambda state, phase, probs, temperature, top_k, top_p, uniforms, counts, seen, presence, frequency, repetition,
-        bias: dict(zip(("state", "phase", "probs", "ids", "logprobs", "counts", "seen"),
+        bias: dict(zip(("state", "phase", "probs", "ids", "logprobs", "counts", "seen", "top_ids", "top_logprobs"),
                        decoder.advance_penalized(state, phase, probs, temperature, uniforms, top_k, top_p, counts, seen,
                                                  presence, frequency, repetition, bias))),
         input_signature=[

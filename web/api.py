@@ -19,7 +19,7 @@ from textgen import schema
 from textgen.options import RECIPES, DEFAULT_RECIPE, TrainConfig
 from web.convert import job_event, to_json
 from web.errors import Body, error_body
-from web.generation import Chunks, Stop, TopK, TopP, stop_list
+from web.generation import BIAS, FREQUENCY, PRESENCE, REPETITION, Chunks, Stop, TopK, TopP, penalties, stop_list
 from web.streams import KEEPALIVE, SSE_HEADERS, BlockingStream, sse
 
 router = APIRouter(prefix="/api/v1")
@@ -74,6 +74,12 @@ class GenerateBody(Body):
     stop: Stop = None
     logprobs: bool = Field(False, description="the log-probability (ln p) of each generated character: in each "
                                               "text event, or in the reply's logprobs without streaming")
+    top_logprobs: int = Field(0, description="0-20: also the likeliest characters at each place, {char: ln p} per "
+                                             "character (top_logprobs, beside logprobs)")
+    presence_penalty: float = Field(0, description=PRESENCE)
+    frequency_penalty: float = Field(0, description=FREQUENCY)
+    repetition_penalty: float | None = Field(None, description=REPETITION)
+    logit_bias: dict[str, float] | None = Field(None, description=BIAS)
 
 
 def _start_json(start) -> dict:
@@ -87,26 +93,34 @@ def _start_json(start) -> dict:
 async def generate(body: GenerateBody, client: Client = Depends(caller_client)):
     generation = client.generate(body.model, prompt=body.prompt, length=body.length, temperature=body.temperature,
                                  seed=body.seed, version=body.version, top_k=body.top_k, top_p=body.top_p,
-                                 stop=stop_list(body.stop), logprobs=body.logprobs)
+                                 stop=stop_list(body.stop), logprobs=body.logprobs, top_logprobs=body.top_logprobs,
+                                 **penalties(body))
     # An error before the first text (bad temperature, unknown model, too many streams) is the HTTP status.
     chunks = await Chunks.open(generation)
 
     if not body.stream:
-        text, logprobs = await chunks.gather()
+        text, logprobs, tops = await chunks.gather()
         reply = {"text": text, "start": _start_json(generation.start),
                  "end": to_json(generation.end) if generation.end else None}
-        if body.logprobs:
+        if body.logprobs or body.top_logprobs:
             reply["logprobs"] = logprobs
+        if body.top_logprobs:
+            reply["top_logprobs"] = tops
         return reply
 
-    def text_event(text: str, chunk_logprobs: list) -> dict:
-        return {"text": text, "logprobs": chunk_logprobs} if body.logprobs else {"text": text}
+    def text_event(text: str, chunk_logprobs: list, chunk_tops: list) -> dict:
+        event = {"text": text}
+        if body.logprobs or body.top_logprobs:
+            event["logprobs"] = chunk_logprobs
+        if body.top_logprobs:
+            event["top_logprobs"] = chunk_tops
+        return event
 
     async def events() -> AsyncIterator[str]:
         try:
             yield sse(_start_json(generation.start), event="start")
-            async for text, chunk_logprobs in chunks:
-                yield sse(text_event(text, chunk_logprobs), event="text")
+            async for text, chunk_logprobs, chunk_tops in chunks:
+                yield sse(text_event(text, chunk_logprobs, chunk_tops), event="text")
             if generation.end is not None:
                 yield sse(to_json(generation.end), event="end")
         except TextgenError as exc:

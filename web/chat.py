@@ -35,10 +35,9 @@ from starlette.concurrency import run_in_threadpool
 from client.api import Client, TextgenError
 from web import choices
 from web.api import caller_client
-from web.completions import (BIAS, FREQUENCY, PRESENCE, REPETITION, UNSUPPORTED, StreamOptions, log_user,
-                             penalties, refuse_unsupported, split_model, stream_error)
+from web.completions import UNSUPPORTED, StreamOptions, log_user, refuse_unsupported, split_model, stream_error
 from web.errors import Body
-from web.generation import Stop, TopK, TopP, stop_list
+from web.generation import BIAS, FREQUENCY, PRESENCE, REPETITION, Stop, TopK, TopP, penalties, stop_list
 from web.streams import DONE, SSE_HEADERS, sse
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -161,8 +160,8 @@ async def chat_completions(body: ChatBody, client: Client = Depends(caller_clien
     log_user(body.user, "chat completion", body.model)
     runs = await choices.start(client, count, body.seed, body.logprobs, model=name, prompt=prompt, length=length,
                                temperature=body.temperature, version=info.version, top_k=body.top_k,
-                               top_p=body.top_p, stop=stop, **penalties(body))
-    alternatives = choices.Alternatives(client, name, body.top_logprobs or 0)
+                               top_p=body.top_p, stop=stop, top_logprobs=(body.top_logprobs or 0) if body.logprobs
+                               else 0, **penalties(body))
     chat_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     def reply(kind: str, items: list[dict]) -> dict:
@@ -175,7 +174,7 @@ async def chat_completions(body: ChatBody, client: Client = Depends(caller_clien
         for run in done:
             lp = None
             if body.logprobs:
-                lp = chat_logprobs(run.text, run.logprobs, await alternatives.after(prompt, run.text, info.version))
+                lp = chat_logprobs(run.text, run.logprobs, run.tops or [{} for _ in run.text])
             items.append({"index": run.index, "message": {"role": "assistant", "content": run.text},
                           "logprobs": lp, "finish_reason": run.finish_reason})
         out = reply("chat.completion", items)
@@ -188,15 +187,14 @@ async def chat_completions(body: ChatBody, client: Client = Depends(caller_clien
                 yield sse(reply("chat.completion.chunk", [{"index": run.index, "delta": {"role": "assistant",
                                                                                           "content": ""},
                                                            "logprobs": None, "finish_reason": None}]))
-            async for run, text, chunk_logprobs in choices.merged(runs):
+            async for run, text, chunk_logprobs, chunk_tops in choices.merged(runs):
                 if text is None:
                     yield sse(reply("chat.completion.chunk", [{"index": run.index, "delta": {}, "logprobs": None,
                                                                "finish_reason": run.finish_reason}]))
                     continue
                 lp = None
                 if body.logprobs:
-                    before = prompt + run.text[:-len(text)]
-                    lp = chat_logprobs(text, chunk_logprobs, await alternatives.after(before, text, info.version))
+                    lp = chat_logprobs(text, chunk_logprobs, chunk_tops or [{} for _ in text])
                 yield sse(reply("chat.completion.chunk", [{"index": run.index, "delta": {"content": text},
                                                            "logprobs": lp, "finish_reason": None}]))
             if body.stream_options is not None and body.stream_options.include_usage:

@@ -3,10 +3,10 @@
 
 Choice ``i`` of a seeded request uses seed ``seed + i``: the choices differ from each other, and the
 same request gives the same choices again. ``best_of`` > ``n`` runs ``best_of`` streams and keeps the
-``n`` with the highest cumulative log-probability. The alternatives come from the server's Score
-(``top_logprobs``): each character's N likeliest characters under the model, from the same window
-the character was generated from, before temperature, top-k/top-p and stop strings, as vLLM returns
-them by default.
+``n`` with the highest cumulative log-probability. The alternatives come with the text
+(GenerateRequest.top_logprobs): each character's N likeliest characters under the model, from the
+distribution it was drawn from, before temperature, top-k/top-p and penalties, as vLLM returns them by
+default; an echoed prompt's come from Score.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class Run:
     generation: object
     text: str = ""
     logprobs: list = dataclasses.field(default_factory=list)
+    tops: list = dataclasses.field(default_factory=list)  # {char: logprob} per character, when asked
 
     @property
     def finish_reason(self) -> str:
@@ -57,8 +58,9 @@ def check_counts(n: int, best_of: int | None, stream: bool) -> int:
 
 
 async def start(client: Client, count: int, seed: int | None, logprobs: bool, **request) -> list[Run]:
-    """``count`` generations of ``request`` (client.Client.generate's arguments), seeds ``seed + i``,
-    each waited for until its first chunk (so a refused request raises here, before any reply)."""
+    """``count`` generations of ``request`` (client.Client.generate's arguments, ``top_logprobs`` among
+    them), seeds ``seed + i``, each waited for until its first chunk (so a refused request raises here,
+    before any reply)."""
     generations = [client.generate(**request, seed=None if seed is None else seed + i, logprobs=logprobs)
                    for i in range(count)]
     try:
@@ -74,7 +76,7 @@ async def gather(runs: list[Run], keep: int) -> list[Run]:
     """Every run to its end; the ``keep`` best by cumulative log-probability (all, in order, when
     ``keep`` is their number), re-indexed from 0."""
     async def finish(run: Run) -> Run:
-        run.text, run.logprobs = await run.chunks.gather()
+        run.text, run.logprobs, run.tops = await run.chunks.gather()
         return run
 
     done = list(await asyncio.gather(*(finish(r) for r in runs)))
@@ -85,29 +87,29 @@ async def gather(runs: list[Run], keep: int) -> list[Run]:
     return done
 
 
-async def merged(runs: list[Run]) -> AsyncIterator[tuple[Run, str | None, list[float]]]:
-    """``(run, text, logprobs)`` of every run's chunks as they come (``run.text`` then ends with
-    ``text``), and ``(run, None, [])`` when a run ends; a failed run raises its TextgenError here."""
+async def merged(runs: list[Run]) -> AsyncIterator[tuple[Run, str | None, list[float], list[dict]]]:
+    """``(run, text, logprobs, alternatives)`` of every run's chunks as they come (``run.text`` then ends
+    with ``text``), and ``(run, None, [], [])`` when a run ends; a failed run raises its TextgenError here."""
     queue: asyncio.Queue = asyncio.Queue()
 
     async def pump(run: Run):
         try:
-            async for text, logprobs in run.chunks:
-                await queue.put((run, text, logprobs))
-            await queue.put((run, None, []))
+            async for text, logprobs, tops in run.chunks:
+                await queue.put((run, text, logprobs, tops))
+            await queue.put((run, None, [], []))
         except BaseException as exc:  # noqa: BLE001  (handed to the reader)
-            await queue.put((run, exc, []))
+            await queue.put((run, exc, [], []))
 
     tasks = [asyncio.create_task(pump(r)) for r in runs]
     try:
         for _ in range(len(runs)):
             while True:
-                run, text, logprobs = await queue.get()
+                run, text, logprobs, tops = await queue.get()
                 if isinstance(text, BaseException):
                     raise text
                 if text is not None:
                     run.text += text  # here, so that run.text is what the reader has seen, this chunk last
-                yield run, text, logprobs
+                yield run, text, logprobs, tops
                 if text is None:
                     break
     finally:
@@ -117,29 +119,15 @@ async def merged(runs: list[Run]) -> AsyncIterator[tuple[Run, str | None, list[f
             run.chunks.close()
 
 
-class Alternatives:
-    """The ``count`` likeliest characters at each character of a text, from the server's Score."""
+class PromptLogprobs:
+    """An echoed prompt's own characters, from the server's Score: their logprobs and alternatives."""
 
     def __init__(self, client: Client, model: str, count: int):
         self.client, self.model, self.count = client, model, count
-        self._sample_len: dict[int, int] = {}
 
-    async def after(self, before: str, text: str, version: int) -> list[dict[str, float]]:
-        """``[{char: logprob}]`` for each character of ``text``, which followed ``before`` (at least one
-        character: the prompt the model read), under ``version`` of the model."""
-        if not self.count or not text:
-            return [{} for _ in text]
-        if version not in self._sample_len:
-            info = await run_in_threadpool(self.client.get_model, self.model, version)
-            self._sample_len[version] = info.sample_len
-        context = before[-self._sample_len[version]:]
-        reply = await run_in_threadpool(self.client.score, self.model, context + text, version, False, self.count,
-                                        len(context) - 1)  # alternatives for the text's characters only
-        return [dict(zip(a.characters, a.logprobs)) for a in reply.top_logprobs]
-
-    async def of_prompt(self, prompt: str, version: int) -> tuple[list[float | None], list[dict | None]]:
-        """The prompt's own characters: their logprobs (None for the first, which has no context) and
-        their alternatives (None for the first), for ``echo``."""
+    async def of(self, prompt: str, version: int) -> tuple[list[float | None], list[dict | None]]:
+        """The prompt's characters' logprobs (None for the first, which has no context) and their
+        ``count`` likeliest alternatives (None for the first)."""
         if len(prompt) < 2:
             return [None] * len(prompt), [None] * len(prompt)
         reply = await run_in_threadpool(self.client.score, self.model, prompt, version, True, self.count)

@@ -34,7 +34,7 @@ from web import choices
 from web.api import caller_client
 from web.convert import http_status
 from web.errors import Body
-from web.generation import Stop, TopK, TopP, stop_list
+from web.generation import BIAS, FREQUENCY, PRESENCE, REPETITION, Stop, TopK, TopP, penalties, stop_list
 from web.streams import DONE, SSE_HEADERS, sse
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -49,11 +49,6 @@ UNSUPPORTED = {
     "suffix": (None, "a character model continues a text; it cannot write toward a suffix"),
 }
 MAX_LOGPROBS = 5  # OpenAI's limit for completions' logprobs
-PRESENCE = "[-2, 2]: subtracted from the log-probability of each character already generated (vLLM's meaning)"
-FREQUENCY = "[-2, 2]: times each character's count in the generated text, subtracted"
-REPETITION = "ours and vLLM's, (0, 10]; 1 = off: characters in the prompt or the text are made less likely"
-BIAS = ("{token: [-100, 100]} added to the log-probability; -100 bans it. A token is a charset index as a "
-        "decimal string (GET /api/v1/models/{model}'s charset, in order), or a single non-digit character")
 log = logging.getLogger(__name__)
 
 
@@ -164,19 +159,6 @@ def _controls(body: CompletionBody) -> dict:
     return {"top_k": body.top_k, "top_p": body.top_p, "stop": stop_list(body.stop), **penalties(body)}
 
 
-def penalties(body) -> dict:
-    """client.Client.generate's penalty and bias arguments for an OpenAI body (completions or chat)."""
-    bias = {}
-    for key, value in (body.logit_bias or {}).items():
-        if key.isascii() and key.isdigit():
-            bias[int(key)] = value
-        elif len(key) == 1:
-            bias[key] = value
-        else:
-            raise TextgenError("INVALID_ARGUMENT", f"logit_bias key {key!r} is neither a charset index (a decimal "
-                                                   "string) nor a single character")
-    return {"presence_penalty": body.presence_penalty, "frequency_penalty": body.frequency_penalty,
-            "repetition_penalty": body.repetition_penalty, "logit_bias": bias}
 
 
 def legacy_logprobs(text: str, logprobs: list, tops: list, offset: int) -> dict:
@@ -200,15 +182,15 @@ async def completions(body: CompletionBody, client: Client = Depends(caller_clie
     want_logprobs = body.logprobs is not None
     runs = await choices.start(client, count, body.seed, want_logprobs or count > body.n, model=name,
                                prompt=prompt, length=body.max_tokens, temperature=body.temperature, version=version,
-                               **controls)
+                               top_logprobs=body.logprobs or 0, **controls)
     start = runs[0].generation.start
     used_prompt = start.prompt if start else prompt
-    alternatives = choices.Alternatives(client, name, body.logprobs or 0)
+    prompt_logprobs = choices.PromptLogprobs(client, name, body.logprobs or 0)
     completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 
     async def echoed() -> tuple[list, list]:
         if body.echo and want_logprobs:
-            return await alternatives.of_prompt(used_prompt, start.version)
+            return await prompt_logprobs.of(used_prompt, start.version)
         return [], []
 
     def reply(items: list[dict]) -> dict:
@@ -223,7 +205,7 @@ async def completions(body: CompletionBody, client: Client = Depends(caller_clie
             text = (used_prompt if body.echo else "") + run.text
             lp = None
             if want_logprobs:
-                tops = await alternatives.after(used_prompt, run.text, start.version)
+                tops = run.tops or [{} for _ in run.text]
                 offset = 0 if body.echo else len(used_prompt)
                 lp = legacy_logprobs(text, (prompt_lp if body.echo else []) + run.logprobs,
                                      (prompt_top if body.echo else []) + tops, offset)
@@ -239,7 +221,7 @@ async def completions(body: CompletionBody, client: Client = Depends(caller_clie
                 for run in runs:
                     lp = legacy_logprobs(used_prompt, prompt_lp, prompt_top, 0) if want_logprobs else None
                     yield sse(reply([{"text": used_prompt, "index": run.index, "finish_reason": None, "logprobs": lp}]))
-            async for run, text, chunk_logprobs in choices.merged(runs):
+            async for run, text, chunk_logprobs, chunk_tops in choices.merged(runs):
                 if text is None:
                     yield sse(reply([{"text": "", "index": run.index, "finish_reason": run.finish_reason,
                                       "logprobs": None}]))
@@ -247,8 +229,7 @@ async def completions(body: CompletionBody, client: Client = Depends(caller_clie
                 lp = None
                 if want_logprobs:
                     before = used_prompt + run.text[:-len(text)]
-                    tops = await alternatives.after(before, text, start.version)
-                    lp = legacy_logprobs(text, chunk_logprobs, tops, len(before))
+                    lp = legacy_logprobs(text, chunk_logprobs, chunk_tops or [{} for _ in text], len(before))
                 yield sse(reply([{"text": text, "index": run.index, "finish_reason": None, "logprobs": lp}]))
             if body.stream_options is not None and body.stream_options.include_usage:
                 yield sse({**reply([]), "usage": choices.usage(used_prompt, runs)})

@@ -188,8 +188,9 @@ def test_malformed_requests_are_400_naming_the_field(web_stack):
                                                "string as a number (got 'hot')"
     reply = web_stack.http.post("/api/v1/generate", json={"model": "tiny-web", "top_q": 3})
     assert reply.status_code == 400 and reply.json()["error"]["message"] == \
-        "unknown field 'top_q'; known fields: length, logprobs, model, prompt, seed, stop, stream, temperature, " \
-        "top_k, top_p, version"
+        "unknown field 'top_q'; known fields: frequency_penalty, length, logit_bias, logprobs, model, " \
+        "presence_penalty, prompt, repetition_penalty, seed, stop, stream, temperature, top_k, top_logprobs, top_p, " \
+        "version"
     reply = web_stack.http.post("/api/v1/jobs", json={"corpus": "tfjs-code", "epochs": 3})
     assert reply.status_code == 400 and reply.json()["error"]["message"] == \
         "unknown field 'epochs'; known fields: corpus, corpus_id, from_model, from_version, model_name, options"
@@ -417,3 +418,19 @@ def test_a_multipart_upload_stores_exactly_the_files_bytes_and_other_types_are_4
                    "one file field (multipart/form-data, as `curl -F file=@my.txt`)"}
     two = web_stack.http.post("/api/v1/corpora", files={"a": ("a.txt", b"aaa"), "b": ("b.txt", b"bbb")})
     assert two.status_code == 400 and "exactly one file field, got 2" in two.json()["error"]["message"]
+
+
+def test_generate_over_http_takes_penalties_bias_and_alternatives(web_stack, tiny_model):
+    body = {"model": "tiny-web", "prompt": "function ", "length": 300, "temperature": 1.5, "seed": 3}
+    plain = web_stack.http.post("/api/v1/generate", json={**body, "stream": False}).json()["text"]
+    common = max(set(plain), key=plain.count)
+    reply = web_stack.http.post("/api/v1/generate", json={**body, "stream": False, "logit_bias": {common: -100},
+                                                          "frequency_penalty": 0.5, "top_logprobs": 2}).json()
+    assert common not in reply["text"] and len(reply["text"]) == 300
+    assert len(reply["logprobs"]) == len(reply["top_logprobs"]) == 300
+    assert all(len(top) == 2 for top in reply["top_logprobs"])
+    events = web_stack.sse("POST", "/api/v1/generate", json={**body, "top_logprobs": 1, "length": 40})
+    texts = [data for event, data in events if event == "text"]
+    assert all(len(e["top_logprobs"]) == len(e["logprobs"]) == len(e["text"]) for e in texts)
+    bad = web_stack.http.post("/api/v1/generate", json={**body, "logit_bias": {"xy": 1}})
+    assert bad.status_code == 400 and "logit_bias key 'xy'" in bad.json()["error"]["message"]

@@ -37,7 +37,7 @@ OPTION_FIELD_NUMBER: _ClassVar[int]
 option: _descriptor.FieldDescriptor
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "version", "prompt", "length", "temperature", "seed", "top_k", "top_p", "stop", "logprobs", "resume_offset", "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "logit_bias_chars")
+    __slots__ = ("model", "version", "prompt", "length", "temperature", "seed", "top_k", "top_p", "stop", "logprobs", "resume_offset", "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "logit_bias_chars", "top_logprobs")
     class LogitBiasEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,7 @@ class GenerateRequest(_message.Message):
     REPETITION_PENALTY_FIELD_NUMBER: _ClassVar[int]
     LOGIT_BIAS_FIELD_NUMBER: _ClassVar[int]
     LOGIT_BIAS_CHARS_FIELD_NUMBER: _ClassVar[int]
+    TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     prompt: str
@@ -84,19 +85,22 @@ class GenerateRequest(_message.Message):
     repetition_penalty: float
     logit_bias: _containers.ScalarMap[int, float]
     logit_bias_chars: _containers.ScalarMap[str, float]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., prompt: _Optional[str] = ..., length: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., logprobs: _Optional[bool] = ..., resume_offset: _Optional[int] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ..., repetition_penalty: _Optional[float] = ..., logit_bias: _Optional[_Mapping[int, float]] = ..., logit_bias_chars: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    top_logprobs: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., prompt: _Optional[str] = ..., length: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., logprobs: _Optional[bool] = ..., resume_offset: _Optional[int] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ..., repetition_penalty: _Optional[float] = ..., logit_bias: _Optional[_Mapping[int, float]] = ..., logit_bias_chars: _Optional[_Mapping[str, float]] = ..., top_logprobs: _Optional[int] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("text", "start", "end", "logprobs")
+    __slots__ = ("text", "start", "end", "logprobs", "top_logprobs")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     text: str
     start: StreamStart
     end: StreamEnd
     logprobs: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, text: _Optional[str] = ..., start: _Optional[_Union[StreamStart, _Mapping]] = ..., end: _Optional[_Union[StreamEnd, _Mapping]] = ..., logprobs: _Optional[_Iterable[float]] = ...) -> None: ...
+    top_logprobs: _containers.RepeatedCompositeFieldContainer[Alternatives]
+    def __init__(self, text: _Optional[str] = ..., start: _Optional[_Union[StreamStart, _Mapping]] = ..., end: _Optional[_Union[StreamEnd, _Mapping]] = ..., logprobs: _Optional[_Iterable[float]] = ..., top_logprobs: _Optional[_Iterable[_Union[Alternatives, _Mapping]]] = ...) -> None: ...
 
 class StreamStart(_message.Message):
     __slots__ = ("model", "version", "prompt", "seed")
