@@ -39,7 +39,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small runs that check the bench works")
     parser.add_argument("--results", type=Path, default=RESULTS, help="output folder (default bench/results)")
     args = parser.parse_args(argv)
-    rounds, stream_chars, streams, chars_each = (1, 200, 8, 50) if args.quick else (2, 2000, 64, 200)
+    rounds, stream_chars, streams, chars_each = (1, 200, 8, 50) if args.quick else (5, 2000, 64, 200)
     load_before = os.getloadavg()
     from textgen.options import TrainConfig
     from trainer import export
