@@ -120,6 +120,13 @@ class Quota:
         self._down_since: float | None = None
         self._renewer: threading.Thread | None = None
         self._stop = threading.Event()
+        self._scripts: dict[str, object] = {}  # Lua source -> redis-py Script (its SHA computed once)
+
+    def _script(self, redis, source: str):
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = redis.register_script(source)
+        return script
 
     def limits(self, key: Key) -> Limits:
         """``key``'s limits in force (0: none)."""
@@ -146,7 +153,7 @@ class Quota:
             if redis is None:
                 return StreamLease()
             if limits.max_streams:
-                count = redis.register_script(_TAKE_STREAM)(keys=[streams], args=[limits.max_streams, lease,
+                count = self._script(redis, _TAKE_STREAM)(keys=[streams], args=[limits.max_streams, lease,
                                                                                   LEASE_SECONDS])
                 if count >= 0:
                     raise LimitExceeded(
@@ -154,7 +161,7 @@ class Quota:
                         "retry when one of them ends", 1)
                 self._hold(streams, lease)
             if per_minute:
-                ok, value = redis.register_script(_BUCKET)(
+                ok, value = self._script(redis, _BUCKET)(
                     keys=[key_of(key.id, "chars")], args=[per_minute, per_minute / 60.0, characters])
                 if not int(ok):
                     self._drop(redis, streams, lease)
@@ -173,7 +180,7 @@ class Quota:
                 self._drop(redis, key_of(held.key.id, "streams"), held.lease)
             unused = held.reserved - max(0, generated)
             if unused > 0 and limits.chars_per_minute:
-                redis.register_script(_BUCKET)(keys=[key_of(held.key.id, "chars")],
+                self._script(redis, _BUCKET)(keys=[key_of(held.key.id, "chars")],
                                                args=[limits.chars_per_minute, limits.chars_per_minute / 60.0, -unused])
 
     def _hold(self, streams: str, lease: str) -> None:
@@ -195,7 +202,7 @@ class Quota:
                 self._leases = {streams: set(leases) for streams, leases in held.items()}
             with self._redis() as redis:
                 if redis is not None and held:
-                    script = redis.register_script(_RENEW_STREAMS)
+                    script = self._script(redis, _RENEW_STREAMS)
                     for streams, leases in held.items():
                         script(keys=[streams], args=[LEASE_SECONDS, *leases])
 
@@ -241,14 +248,12 @@ class Quota:
         today = key_of(key.id, f"upload:{day}")
 
         def passing():
-            script = None
             for chunk in chunks:
                 amount = size(chunk)
                 if amount:
                     with self._redis() as redis:
                         if redis is not None:
-                            script = script or redis.register_script(_ADD_UPLOAD)
-                            ok, used = script(keys=[today], args=[amount, limit])
+                            ok, used = self._script(redis, _ADD_UPLOAD)(keys=[today], args=[amount, limit])
                             if not int(ok):
                                 raise LimitExceeded(
                                     f"key {key.label} may upload {limit} bytes a day (upload_bytes_per_day) and has "

@@ -35,8 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from client.api import Client, TextgenError
 from web import choices
 from web.api import caller_client
-from web.completions import UNSUPPORTED, StreamOptions, log_user, refuse_unsupported, split_model, stream_error
-from web.errors import Body
+from web.completions import OpenAIBody, StreamOptions, log_user, refuse_unsupported, split_model, stream_error
 from web.generation import BIAS, FREQUENCY, PRESENCE, REPETITION, Stop, TopK, TopP, penalties, stop_list
 from web.streams import DONE, SSE_HEADERS, sse
 
@@ -60,7 +59,7 @@ class Roles(BaseModel):
     assistant: str | None = None
 
 
-class ChatBody(Body):
+class ChatBody(OpenAIBody):
     """OpenAI's chat completions request (UNSUPPORTED fields only at their defaults)."""
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"model": "shakespeare", "messages": [{"role": "user", "content": "What light through yonder window?"}],
@@ -87,12 +86,6 @@ class ChatBody(Body):
     frequency_penalty: float = Field(0, description=FREQUENCY)
     repetition_penalty: float | None = Field(None, description=REPETITION)
     logit_bias: dict[str, float] | None = Field(None, description=BIAS)
-
-    @classmethod
-    def unknown_fields(cls, names: list[str]) -> str:
-        taken = [name for name in cls.model_fields if name not in UNSUPPORTED]
-        return (f"unknown field {', '.join(map(repr, names))}; this server takes "
-                f"{', '.join(taken[:-1])} and {taken[-1]}")
 
 
 def roles_for(info, requested: Roles | None) -> dict[str, str]:

@@ -98,7 +98,17 @@ class StreamOptions(BaseModel):
     include_usage: bool = Field(False, description="a last chunk, before [DONE], with no choices and the usage")
 
 
-class CompletionBody(Body):
+class OpenAIBody(Body):
+    """An OpenAI request body: a misspelt field is refused listing the fields this server takes."""
+
+    @classmethod
+    def unknown_fields(cls, names: list[str]) -> str:
+        taken = [name for name in cls.model_fields if name not in UNSUPPORTED]
+        return (f"unknown field {', '.join(map(repr, names))}; this server takes "
+                f"{', '.join(taken[:-1])} and {taken[-1]}")
+
+
+class CompletionBody(OpenAIBody):
     """OpenAI's completions request, every field of it (UNSUPPORTED ones only at their defaults)."""
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"model": "tfjs-code", "prompt": "function ", "max_tokens": 200, "temperature": 0.7, "stream": True}]})
@@ -126,11 +136,6 @@ class CompletionBody(Body):
     repetition_penalty: float | None = Field(None, description=REPETITION)
     logit_bias: dict[str, float] | None = Field(None, description=BIAS)
 
-    @classmethod
-    def unknown_fields(cls, names: list[str]) -> str:
-        taken = [name for name in cls.model_fields if name not in UNSUPPORTED]
-        return (f"unknown field {', '.join(map(repr, names))}; this server takes "
-                f"{', '.join(taken[:-1])} and {taken[-1]}")
 
 
 def _prompt(body) -> str:
