@@ -117,3 +117,19 @@ def test_errors_never_show_a_traceback(tmp_path):
     result = run_cli(["train", "no-such-corpus", "--epochs", "-1"], tmp_path)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == ["error: epochs must be between 1 and 100000, got -1"]
+
+
+def test_a_refused_command_says_so_before_importing_tensorflow(corpus_file, tmp_path):
+    """Bad flags, a missing corpus or model, a broken model.json: the one line comes without the seconds of
+    importing TensorFlow (which only a command that will run imports)."""
+    (tmp_path / "model.json").write_text('{"format": "graph-model", "weightsManifest": []}')
+    driver = "import sys; from trainer.cli import main; code = main(sys.argv[1:]); print('tensorflow' in sys.modules, code)"
+    for args in (["train", str(corpus_file), "--epochs", "0"], ["train", "no-such-corpus"],
+                 ["train", str(corpus_file), "--name", "../up"], ["gen", str(tmp_path / "nope")],
+                 ["gen", str(corpus_file), "--temperature", "-1"],
+                 ["import-tfjs", str(corpus_file), str(tmp_path / "model.json"), "--name", "x"]):
+        done = subprocess.run([sys.executable, "-c", driver, *args], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "TEXTGEN_DATA_DIR": str(tmp_path / "data")})
+        imported, code = done.stdout.split()
+        assert (imported, code != "0") == ("False", True), (args, done.stdout, done.stderr)
+        assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, (args, done.stderr)

@@ -116,9 +116,8 @@ def build(corpora: Path, out: Path = SHIPPED, on_event=None, minutes: float | No
 def load(source: Path = SHIPPED):
     """The shipped model and its meta (only model.keras and meta.json ship: the SavedModel is written
     when it is installed)."""
-    import keras
-
     from trainer.model import upgraded
+    from trainer.tf import keras
 
     meta = json.loads((Path(source) / "meta.json").read_text(encoding="utf-8"))
     return upgraded(keras.saving.load_model(Path(source) / "model.keras", safe_mode=True)), meta

@@ -134,21 +134,22 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from textgen import bundle, config, corpus
-    from trainer import export, training
 
     cfg = train_config(args).validate()
-    training.use_threads_for(cfg)
     if args.name:
         bundle.validate_name(args.name)
     if args.save_path and Path(args.save_path).exists() and not bundle.is_bundle(Path(args.save_path)) \
             and any(Path(args.save_path).iterdir()):
         raise bundle.BundleError(f"--save-path {args.save_path} exists and is not a model bundle; refusing to overwrite it")
-    if args.gpu:
-        training.require_gpu()
     init_from = resolve_model(args.init_from) if args.init_from else None
     if init_from is not None:
         bundle.read_meta(init_from)
     text_source = corpus.load_corpus(args.corpus)
+    from trainer import export, training  # TensorFlow: once the flags, paths and corpus are known good
+
+    training.use_threads_for(cfg)
+    if args.gpu:
+        training.require_gpu()
     if not (args.save_path or args.name):
         print("note: neither --save-path nor --name given: the model will not be saved", file=sys.stderr)
 
@@ -201,8 +202,6 @@ def cmd_gen(args) -> int:
     from textgen import bundle, corpus
     from textgen.charset import Charset, describe_chars
     from textgen.options import OptionError
-    from textgen.sampling import Uniforms
-    from trainer import export, training
     from trainer.dataset import DatasetError
 
     if len(args.paths) > 2:
@@ -214,10 +213,8 @@ def cmd_gen(args) -> int:
         raise OptionError(f"temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}")
     if args.seed is not None and not 0 <= args.seed < 2**63:
         raise OptionError(f"seed must be between 0 and {2**63 - 1}, got {args.seed}")
-    if args.gpu:
-        training.require_gpu()
     model_path = resolve_model(model_spec)
-    model, meta = export.load_keras(model_path)
+    meta = bundle.read_meta(model_path)
     charset, sample_len = Charset(meta["charset"]), int(meta["sample_len"])
     seed = secrets.randbits(63) if args.seed is None else args.seed  # reported, so any run can be repeated
     rng = np.random.default_rng(seed)
@@ -238,9 +235,14 @@ def cmd_gen(args) -> int:
     missing = charset.missing(seed_text)
     if missing:
         raise DatasetError(f"the seed text has characters the model does not know: {describe_chars(missing)}")
-    print(f"seed {seed}, seed text: {seed_text!r}", file=sys.stderr)
+    from textgen.sampling import Uniforms  # TensorFlow: once the request is known good
+    from trainer import export, training
     from trainer.decode import PipelinedDecoder
 
+    if args.gpu:
+        training.require_gpu()
+    model, meta = export.load_keras(model_path)
+    print(f"seed {seed}, seed text: {seed_text!r}", file=sys.stderr)
     chunks = training.generate_ids(PipelinedDecoder(model, sample_len), charset.encode(seed_text), args.gen_length,
                                    [args.temperature], [Uniforms(seed)], chunk=8)
     for ids in chunks:

@@ -18,9 +18,8 @@ to the original's ``predict`` and stays usable without this project's server.
 """
 from __future__ import annotations
 
-import keras
-import tensorflow as tf
-from keras import layers
+from trainer.tf import keras, tf  # first: TensorFlow, quietly
+from keras import layers  # noqa: E402
 
 from textgen.sampling import sample_ids
 

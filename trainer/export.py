@@ -20,12 +20,10 @@ from textgen.models_dir import TMP_PREFIX, ModelsDir
 
 def export_saved_model(model, sample_len: int, charset: Charset, path: Path) -> None:
     """Write ``model`` (either objective) as a SavedModel with the serving functions at ``path``."""
-    import keras
-    import tensorflow as tf
-
     from textgen.sampling import sample_ids
     from trainer.decode import PipelinedDecoder
     from trainer.model import with_objective
+    from trainer.tf import keras, tf
 
     model = with_objective(model, all_positions=False)
     decoder = PipelinedDecoder(model, sample_len)
@@ -153,9 +151,8 @@ def publish(model, meta: dict, models_dir: Path, name: str) -> tuple[Path, int]:
 
 def load_keras(path: Path):
     """The bundle's Keras model and meta, for continued training or local generation."""
-    import keras
-
     from trainer.model import upgraded  # also registers the old one-hot layer for older bundles
+    from trainer.tf import keras
 
     path = bundle_dir(path)
     meta = read_meta(path)

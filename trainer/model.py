@@ -12,9 +12,10 @@ LSTM trained faster on a CPU (``trainer.sequence_lstm``); the serving model neve
 """
 from __future__ import annotations
 
-import keras
 import numpy as np
-from keras import layers, ops
+
+from trainer.tf import keras  # first: TensorFlow, quietly
+from keras import layers, ops  # noqa: E402
 
 from textgen.options import LSTM_LAYER_SIZES, TrainConfig
 from trainer.sequence_lstm import SequenceLSTM
@@ -97,7 +98,7 @@ def resolve_precision(precision: str) -> str:
     ``"float32"`` (emulated bfloat16 is slower, and the GPU path is measured in float32 only)."""
     if precision != "auto":
         return precision
-    import tensorflow as tf
+    from trainer.tf import tf
 
     if tf.config.list_physical_devices("GPU"):
         return "float32"

@@ -22,9 +22,8 @@ the weights are the same variables in the same order.
 """
 from __future__ import annotations
 
-import keras
-import tensorflow as tf
-from keras import layers
+from trainer.tf import keras, tf  # first: TensorFlow, quietly
+from keras import layers  # noqa: E402
 
 
 def lstm_sequence(x, h0, c0, kernel, recurrent_kernel, bias):

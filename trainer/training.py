@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import keras
 import numpy as np
-import tensorflow as tf
+
+from trainer.tf import keras, tf  # first: TensorFlow, quietly
 
 from textgen.charset import Charset
 from textgen.options import TrainConfig, run_config

@@ -382,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     for leftover in ModelsDir(config.models_dir()).sweep():
         print(f"removed {leftover}, left by a publish that did not finish", file=sys.stderr)
     install_base_model()
+    # TensorFlow, Keras and the training modules now, once: each job's forked work horse inherits them.
+    from trainer import export, training  # noqa: F401
+
     liveness = Liveness(connect(url, 0), name, config.QUEUE_NAME, args.liveness_ttl)
     liveness.beat()
     liveness.start()
@@ -396,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code if isinstance(exc.code, int) else 0
     finally:
         liveness.stop()
-    # Nothing is left to clean up: skip TensorFlow's teardown at interpreter exit (trainer imports it),
+    # Nothing is left to clean up: skip TensorFlow's teardown at interpreter exit (imported above),
     # which takes seconds of the stop grace period.
     logging.shutdown()
     sys.stdout.flush()
