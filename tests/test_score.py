@@ -1,7 +1,8 @@
 """Score: a text's log-likelihood under a model, the original's window for window.
 
-The reference is the plainest reading of the definition: for every character after the first, one
-``predict`` call of the bundle on the up to ``sample_len`` characters before it, from a zero state.
+The reference is the plainest reading of the definition: for every character after the first, the
+bundle's ``predict`` on the up to ``sample_len`` characters before it, from a zero state (the windows of
+one length go in one call, as rows of a batch: rows do not interact).
 """
 from __future__ import annotations
 
@@ -26,13 +27,17 @@ TOLERANCE = 1e-5  # nats per character: float32 arithmetic in another order
 
 
 def reference_logprobs(model, text: str) -> np.ndarray:
-    """``log P(text[i] | text[max(0, i - sample_len):i])`` for i >= 1, one ``predict`` call each."""
-    ids = model.encode(text)
+    """``log P(text[i] | text[max(0, i - sample_len):i])`` for i >= 1, each window read whole by ``predict``
+    (the shorter first windows one by one, the full-length ones as the rows of one batch)."""
+    ids, n = model.encode(text), model.sample_len
     out = []
-    for i in range(1, len(ids)):
-        window = ids[max(0, i - model.sample_len):i]
-        probs = model.functions.predict(ids=tf.constant(window[None, :]))["probs"].numpy()[0]
+    for i in range(1, min(n, len(ids))):
+        probs = model.functions.predict(ids=tf.constant(ids[None, :i]))["probs"].numpy()[0]
         out.append(math.log(probs[ids[i]]))
+    if len(ids) > n:
+        windows = np.stack([ids[i - n:i] for i in range(n, len(ids))])
+        probs = model.functions.predict(ids=tf.constant(windows))["probs"].numpy()
+        out.extend(np.log(probs[np.arange(len(windows)), ids[n:]]))
     return np.array(out)
 
 
