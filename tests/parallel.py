@@ -1,4 +1,4 @@
-"""How `make test` shares the suite between pytest-xdist workers (``-n 2 --dist loadfile``).
+"""How `make test` shares the suite between pytest-xdist workers (``-n 3 --dist loadfile``).
 
 A work unit is a test module: it runs whole, in order, in one worker, so its module-scoped fixtures (a
 server, a Redis, a worker process, a trained model) are set up once. tests/web/ is one unit: its three

@@ -505,10 +505,15 @@ def test_usage_is_counted_per_key_over_replicas_and_readable_by_the_key_and_admi
     def usage():
         return k1.GetUsage(pb.GetUsageRequest(), metadata=md(secret))
 
-    assert wait_for(lambda: usage().generated_characters == 50, timeout=5)
+    def counted(reply):
+        return {(r.method, r.code): r.count for r in reply.requests}
+
+    # Each replica flushes its counts on its own second: wait for both flushes of the last calls.
+    assert wait_for(lambda: (lambda reply: reply.generated_characters == 50
+                             and ("GetModel", "NOT_FOUND") in counted(reply))(usage()), timeout=5)
     mine = usage()
     assert (mine.key_id, mine.generated_characters, mine.scored_characters) == (key.id, 50, scored)
-    counts = {(r.method, r.code): r.count for r in mine.requests}
+    counts = counted(mine)
     assert counts[("Generate", "OK")] == 2 and counts[("Score", "OK")] == 1
     assert counts[("GetModel", "NOT_FOUND")] == 1
     assert k2.GetUsage(pb.GetUsageRequest(key="counted"), metadata=md(made["adm"][1])).generated_characters == 50

@@ -223,13 +223,16 @@ def test_get_model_errors_name_the_model_and_what_exists(stub):
 
 
 def test_versions_appear_and_disappear_without_restart(trained_bundles, tmp_path):
-    from trainer import export
+    from textgen.models_dir import ModelsDir
 
     models_dir = copy_models(trained_bundles, tmp_path)
     with running_server(tmp_path, reload_seconds=0.2) as server:
         channel, stub = connect(server)
-        model, meta = export.load_keras(trained_bundles["one"])
-        _, version = export.publish(model, meta, models_dir, "shake-one")
+        # A new version arrives as a trainer publishes one: staged beside the versions, then renamed in.
+        models = ModelsDir(models_dir)
+        staged = models.staging_path("shake-one")
+        shutil.copytree(trained_bundles["one"], staged)
+        _, version = models.publish("shake-one", staged)
         assert version == 2
         # Asked for by number, it is found at once (a miss rescans); as "latest", by the next rescan.
         assert stub.GetModel(pb.GetModelRequest(model="shake-one", version=2)).version == 2
