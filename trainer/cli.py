@@ -241,7 +241,7 @@ def cmd_gen(args) -> int:
 
     if args.gpu:
         training.require_gpu()
-    model, meta = export.load_keras(model_path)
+    model, _ = export.load_keras(model_path)  # (its meta was read above, before TensorFlow)
     print(f"seed {seed}, seed text: {seed_text!r}", file=sys.stderr)
     chunks = training.generate_ids(PipelinedDecoder(model, sample_len), charset.encode(seed_text), args.gen_length,
                                    [args.temperature], [Uniforms(seed)], chunk=8)

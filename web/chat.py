@@ -28,16 +28,15 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from client.api import Client, TextgenError
 from web import choices
 from web.api import caller_client
-from web.completions import OpenAIBody, StreamOptions, log_user, refuse_unsupported, split_model, stream_error
+from web.completions import OpenAIBody, StreamOptions, event_stream, log_user, refuse_unsupported, split_model
 from web.generation import BIAS, FREQUENCY, PRESENCE, REPETITION, Stop, TopK, TopP, penalties, stop_list
-from web.streams import DONE, SSE_HEADERS, sse
+from web.streams import sse
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -175,28 +174,21 @@ async def chat_completions(body: ChatBody, client: Client = Depends(caller_clien
         return out
 
     async def events() -> AsyncIterator[str]:
-        try:
-            for run in runs:
-                yield sse(reply("chat.completion.chunk", [{"index": run.index, "delta": {"role": "assistant",
-                                                                                          "content": ""},
-                                                           "logprobs": None, "finish_reason": None}]))
-            async for run, text, chunk_logprobs, chunk_tops in choices.merged(runs):
-                if text is None:
-                    yield sse(reply("chat.completion.chunk", [{"index": run.index, "delta": {}, "logprobs": None,
-                                                               "finish_reason": run.finish_reason}]))
-                    continue
-                lp = None
-                if body.logprobs:
-                    lp = chat_logprobs(text, chunk_logprobs, chunk_tops or [{} for _ in text])
-                yield sse(reply("chat.completion.chunk", [{"index": run.index, "delta": {"content": text},
-                                                           "logprobs": lp, "finish_reason": None}]))
-            if body.stream_options is not None and body.stream_options.include_usage:
-                yield sse({**reply("chat.completion.chunk", []), "usage": choices.usage(prompt, runs)})
-        except TextgenError as exc:
-            yield stream_error(exc)
-        finally:
-            for run in runs:
-                run.chunks.close()
-        yield DONE
+        for run in runs:
+            yield sse(reply("chat.completion.chunk", [{"index": run.index, "delta": {"role": "assistant",
+                                                                                      "content": ""},
+                                                       "logprobs": None, "finish_reason": None}]))
+        async for run, text, chunk_logprobs, chunk_tops in choices.merged(runs):
+            if text is None:
+                yield sse(reply("chat.completion.chunk", [{"index": run.index, "delta": {}, "logprobs": None,
+                                                           "finish_reason": run.finish_reason}]))
+                continue
+            lp = None
+            if body.logprobs:
+                lp = chat_logprobs(text, chunk_logprobs, chunk_tops or [{} for _ in text])
+            yield sse(reply("chat.completion.chunk", [{"index": run.index, "delta": {"content": text},
+                                                       "logprobs": lp, "finish_reason": None}]))
+        if body.stream_options is not None and body.stream_options.include_usage:
+            yield sse({**reply("chat.completion.chunk", []), "usage": choices.usage(prompt, runs)})
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return event_stream(events(), runs)

@@ -29,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from client.api import Client, TextgenError
 from textgen.bundle import BundleError, parse_reference
-from textgen.v1 import textgen_pb2 as pb
 from web import choices
 from web.api import caller_client
 from web.convert import http_status
@@ -220,32 +219,43 @@ async def completions(body: CompletionBody, client: Client = Depends(caller_clie
         return out
 
     async def events() -> AsyncIterator[str]:
+        prompt_lp, prompt_top = await echoed()
+        if body.echo:
+            for run in runs:
+                lp = legacy_logprobs(used_prompt, prompt_lp, prompt_top, 0) if want_logprobs else None
+                yield sse(reply([{"text": used_prompt, "index": run.index, "finish_reason": None, "logprobs": lp}]))
+        async for run, text, chunk_logprobs, chunk_tops in choices.merged(runs):
+            if text is None:
+                yield sse(reply([{"text": "", "index": run.index, "finish_reason": run.finish_reason,
+                                  "logprobs": None}]))
+                continue
+            lp = None
+            if want_logprobs:
+                before = used_prompt + run.text[:-len(text)]
+                lp = legacy_logprobs(text, chunk_logprobs, chunk_tops or [{} for _ in text], len(before))
+            yield sse(reply([{"text": text, "index": run.index, "finish_reason": None, "logprobs": lp}]))
+        if body.stream_options is not None and body.stream_options.include_usage:
+            yield sse({**reply([]), "usage": choices.usage(used_prompt, runs)})
+
+    return event_stream(events(), runs)
+
+
+def event_stream(events: AsyncIterator[str], runs: list) -> StreamingResponse:
+    """``events`` (the SSE chunks of ``runs``) as OpenAI streams them: an error after the first chunk in
+    the stream (``stream_error``), every run's stream closed however it ends, then ``[DONE]``."""
+    async def framed() -> AsyncIterator[str]:
         try:
-            prompt_lp, prompt_top = await echoed()
-            if body.echo:
-                for run in runs:
-                    lp = legacy_logprobs(used_prompt, prompt_lp, prompt_top, 0) if want_logprobs else None
-                    yield sse(reply([{"text": used_prompt, "index": run.index, "finish_reason": None, "logprobs": lp}]))
-            async for run, text, chunk_logprobs, chunk_tops in choices.merged(runs):
-                if text is None:
-                    yield sse(reply([{"text": "", "index": run.index, "finish_reason": run.finish_reason,
-                                      "logprobs": None}]))
-                    continue
-                lp = None
-                if want_logprobs:
-                    before = used_prompt + run.text[:-len(text)]
-                    lp = legacy_logprobs(text, chunk_logprobs, chunk_tops or [{} for _ in text], len(before))
-                yield sse(reply([{"text": text, "index": run.index, "finish_reason": None, "logprobs": lp}]))
-            if body.stream_options is not None and body.stream_options.include_usage:
-                yield sse({**reply([]), "usage": choices.usage(used_prompt, runs)})
+            async for event in events:
+                yield event
         except TextgenError as exc:
             yield stream_error(exc)
         finally:
+            await events.aclose()
             for run in runs:
                 run.chunks.close()
         yield DONE
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(framed(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def stream_error(exc: TextgenError) -> str:
