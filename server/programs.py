@@ -211,4 +211,4 @@ class Functions:
 
 def _jit(fn):
     """``fn`` (a bundle's function) compiled with XLA, one program per input shape."""
-    return tf.function(lambda **inputs: fn(**inputs), jit_compile=True, reduce_retracing=True)
+    return tf.function(lambda **inputs: fn(**inputs), jit_compile=True, reduce_retracing=True, autograph=False)

@@ -14,7 +14,9 @@ State of a batch of streams (opaque to the server):
 - ``probs``  float32 ``[batch, charset]``: the distribution of each stream's next character.
 
 These functions read the Keras model's own variables, so the exported SavedModel carries them next
-to the original's ``predict`` and stays usable without this project's server.
+to the original's ``predict`` and stays usable without this project's server. Their loops are written
+as ``tf.while_loop``s (``_loop``), not converted by AutoGraph: converting them cost every process that
+exported a model about 0.8 s of CPU, once per process (a worker's work horse: once per job).
 """
 from __future__ import annotations
 
@@ -24,6 +26,15 @@ from keras import layers  # noqa: E402
 from textgen.sampling import sample_ids
 
 MAX_ALTERNATIVES = 20  # the likeliest characters advance_penalized reports at each step (OpenAI's chat limit)
+graph_function = tf.function(autograph=False)  # the decode functions have no Python control flow on tensors
+
+
+def _loop(k, body, loop_vars):
+    """``for step in range(k): loop_vars = body(step, *loop_vars)`` in the graph (a ``tf.while_loop``,
+    bounded by ``k`` for XLA, as AutoGraph writes it); returns the last ``loop_vars``."""
+    _, *last = tf.while_loop(lambda step, *_: step < k, lambda step, *v: (step + 1, *body(step, *v)),
+                             (tf.constant(0), *loop_vars), maximum_iterations=k)
+    return last
 
 
 class PipelinedDecoder:
@@ -90,7 +101,7 @@ class PipelinedDecoder:
         return hc, phase, probs
 
     # -- the serving functions ----------------------------------------------------------------
-    @tf.function
+    @graph_function
     def start(self, prompt, lengths):
         """Start streams from prompts.
 
@@ -101,13 +112,16 @@ class PipelinedDecoder:
         hc = [(tf.zeros([batch, self.sample_len, u]), tf.zeros([batch, self.sample_len, u])) for u in self.units]
         phase = tf.zeros([batch], tf.int32)
         probs = tf.zeros([batch, self.charset_size])
-        for t in tf.range(self.sample_len):
+
+        def body(t, hc, phase, probs):
             active = t >= self.sample_len - lengths
             hc, phase, step_probs = self._feed(hc, phase, prompt[:, t], active)
-            probs = tf.where(active[:, None], step_probs, probs)
+            return hc, phase, tf.where(active[:, None], step_probs, probs)
+
+        hc, phase, probs = _loop(self.sample_len, body, (hc, phase, probs))
         return self._pack(hc), phase, probs
 
-    @tf.function
+    @graph_function
     def advance(self, state, phase, probs, temperature, uniforms):
         """Sample and feed ``k`` characters per stream.
 
@@ -116,14 +130,14 @@ class PipelinedDecoder:
         """
         return self._advance(state, phase, probs, temperature, uniforms)[:4]
 
-    @tf.function
+    @graph_function
     def advance_with_logprobs(self, state, phase, probs, temperature, uniforms, top_k, top_p):
         """``advance`` with the sampling controls: ``top_k`` int32 ``[batch]`` (0: off), ``top_p``
         float32 ``[batch]`` (1: off). Returns ``(state, phase, probs, ids, logprobs)``, ``logprobs``
         float32 ``[batch, k]``: the natural log of each drawn id's probability under the model."""
         return self._advance(state, phase, probs, temperature, uniforms, top_k, top_p)
 
-    @tf.function
+    @graph_function
     def advance_penalized(self, state, phase, probs, temperature, uniforms, top_k, top_p, counts, seen, presence,
                           frequency, repetition, bias):
         """``advance_with_logprobs`` with penalties (textgen.sampling.penalized): ``counts`` and ``seen``
@@ -143,13 +157,15 @@ class PipelinedDecoder:
         hc = self._split(state)
         k = tf.shape(uniforms)[1]
         active = tf.ones_like(phase, dtype=tf.bool)
-        out = tf.TensorArray(tf.int32, size=k)
-        logprobs = tf.TensorArray(tf.float32, size=k)
-        for step in tf.range(k):
+
+        def body(step, hc, phase, probs, out, logprobs):
             ids = sample_ids(probs, temperature, uniforms[:, step], top_k, top_p)
             logprobs = logprobs.write(step, tf.math.log(tf.gather(probs, ids, batch_dims=1)))
             hc, phase, probs = self._feed(hc, phase, ids, active)
-            out = out.write(step, ids)
+            return hc, phase, probs, out.write(step, ids), logprobs
+
+        hc, phase, probs, out, logprobs = _loop(k, body, (hc, phase, probs, tf.TensorArray(tf.int32, size=k),
+                                                          tf.TensorArray(tf.float32, size=k)))
         return self._pack(hc), phase, probs, tf.transpose(out.stack()), tf.transpose(logprobs.stack())
 
     def _advance_penalized(self, state, phase, probs, temperature, uniforms, top_k, top_p, counts, seen, presence,
@@ -157,12 +173,9 @@ class PipelinedDecoder:
         hc = self._split(state)
         k = tf.shape(uniforms)[1]
         active = tf.ones_like(phase, dtype=tf.bool)
-        out = tf.TensorArray(tf.int32, size=k)
-        logprobs = tf.TensorArray(tf.float32, size=k)
         alternatives = min(MAX_ALTERNATIVES, self.charset_size)
-        top_ids = tf.TensorArray(tf.int32, size=k)
-        top_logprobs = tf.TensorArray(tf.float32, size=k)
-        for step in tf.range(k):
+
+        def body(step, hc, phase, probs, out, logprobs, top_ids, top_logprobs, counts, seen):
             ids = sample_ids(probs, temperature, uniforms[:, step], top_k, top_p,
                              (counts, seen, presence, frequency, repetition, bias))
             logprobs = logprobs.write(step, tf.math.log(tf.gather(probs, ids, batch_dims=1)))
@@ -170,13 +183,17 @@ class PipelinedDecoder:
             top_ids = top_ids.write(step, best_ids)
             top_logprobs = top_logprobs.write(step, tf.math.log(best))
             hc, phase, probs = self._feed(hc, phase, ids, active)
-            out = out.write(step, ids)
             drawn = tf.one_hot(ids, self.charset_size, dtype=tf.float32)
-            counts, seen = counts + drawn, tf.maximum(seen, drawn)
+            return (hc, phase, probs, out.write(step, ids), logprobs, top_ids, top_logprobs, counts + drawn,
+                    tf.maximum(seen, drawn))
+
+        arrays = [tf.TensorArray(dtype, size=k) for dtype in (tf.int32, tf.float32, tf.int32, tf.float32)]
+        hc, phase, probs, out, logprobs, top_ids, top_logprobs, counts, seen = _loop(
+            k, body, (hc, phase, probs, *arrays, counts, seen))
         return (self._pack(hc), phase, probs, tf.transpose(out.stack()), tf.transpose(logprobs.stack()), counts,
                 seen, tf.transpose(top_ids.stack(), [1, 0, 2]), tf.transpose(top_logprobs.stack(), [1, 0, 2]))
 
-    @tf.function
+    @graph_function
     def score(self, state, phase, probs, ids):
         """Feed the GIVEN ``ids`` int32 ``[batch, k]`` (instead of sampled ones), reading the
         log-probability of each before it is fed.
@@ -187,11 +204,14 @@ class PipelinedDecoder:
         hc = self._split(state)
         k = tf.shape(ids)[1]
         active = tf.ones_like(phase, dtype=tf.bool)
-        out = tf.TensorArray(tf.float32, size=k)
-        for step in tf.range(k):
+
+        def body(step, hc, phase, probs, out):
             given = ids[:, step]
             out = out.write(step, tf.math.log(tf.gather(probs, given, batch_dims=1)))
             hc, phase, probs = self._feed(hc, phase, given, active)
+            return hc, phase, probs, out
+
+        hc, phase, probs, out = _loop(k, body, (hc, phase, probs, tf.TensorArray(tf.float32, size=k)))
         return self._pack(hc), phase, probs, tf.transpose(out.stack())
 
     def _pack(self, hc):
