@@ -54,6 +54,10 @@ class WebStack:
             "TEXTGEN_TOKENS_FILE": str(tokens), "TEXTGEN_RELOAD_SECONDS": "0.2",
             # long streams for the stop and disconnect tests; few slots, so a leaked one shows
             "TEXTGEN_MAX_LENGTH": "4000000", "TEXTGEN_MAX_STREAMS": "4",
+            # the bundle's graph functions, not XLA programs compiled for each batch size the tests make
+            # (half the server's CPU here): the text is the same (tests/test_server_engine.py), and
+            # tests/test_stack.py runs a stack with the default
+            "TEXTGEN_XLA": "0",
             "TEXTGEN_KEY_CHARS_PER_MINUTE": "0",  # keys' default: no character limit (tests/web/test_keys_http.py sets one)
             "PYTHONPATH": str(REPO),
         })
