@@ -29,11 +29,12 @@ def copy_models(trained_bundles, data_dir: Path) -> Path:
 def running_server(data_dir: Path, **settings):
     """A started server on 127.0.0.1 (a free port) serving ``data_dir/models``; stopped on exit.
 
-    Modules whose subject is not decoding (bad input, jobs, faults, security, scoring, metrics) pass
-    ``xla=False``: the bundle's graph functions compute the same text, and compiling XLA programs in the
-    background cost those modules about a fifth of their CPU. The XLA path is tested end to end where
-    decoding is the subject: test_server_engine, test_server_grpc, test_controls, test_load, and the
-    `python -m server` processes of test_core, test_stack and tests/web.
+    Tests whose subject is not decoding (bad input, jobs, faults, security, scoring, metrics, the wire,
+    limits and versions) pass ``xla=False``: the bundle's graph functions compute the same text, and
+    compiling XLA programs in the background cost those modules about a fifth of their CPU. The XLA path
+    is tested end to end where decoding is the subject: test_server_engine, test_server_grpc's module
+    server, test_controls, test_tfjs, test_load, test_resume, and the `python -m server` processes of
+    test_core, test_stack and test_server_grpc (tests/web's runs the graph functions).
 
     The warm-up at start (``warm_models``, TEXTGEN_WARM_MODELS) is off here unless a test asks for it: it
     costs each in-process server an XLA compile per model. test_server_grpc's server and every server

@@ -187,7 +187,7 @@ def training_stack(tmp_path_factory):
     worker = subprocess.Popen([sys.executable, "-m", "trainer.worker"], cwd=REPO, env=env, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        with running_server(data_dir, redis_url=redis.url, reload_seconds=0.2) as server, \
+        with running_server(data_dir, redis_url=redis.url, reload_seconds=0.2, xla=False) as server, \
                 Client(server=f"127.0.0.1:{server.port}") as client:
             yield {"worker_port": port, "client": client, "log": root / "worker.log"}
     finally:

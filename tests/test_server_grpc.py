@@ -168,7 +168,7 @@ def test_a_long_bad_value_is_named_in_a_short_message(stub):
 
 def test_too_many_streams_get_resource_exhausted_naming_the_limit(trained_bundles, tmp_path):
     copy_models(trained_bundles, tmp_path)
-    with running_server(tmp_path, max_streams=3) as server:
+    with running_server(tmp_path, max_streams=3, xla=False) as server:
         channel, stub = connect(server)
         calls = [stub.Generate(pb.GenerateRequest(model="shake-one", prompt=SHORT, length=10_000, temperature=0.5))
                  for _ in range(3)]
@@ -226,7 +226,7 @@ def test_versions_appear_and_disappear_without_restart(trained_bundles, tmp_path
     from textgen.models_dir import ModelsDir
 
     models_dir = copy_models(trained_bundles, tmp_path)
-    with running_server(tmp_path, reload_seconds=0.2) as server:
+    with running_server(tmp_path, reload_seconds=0.2, xla=False) as server:
         channel, stub = connect(server)
         # A new version arrives as a trainer publishes one: staged beside the versions, then renamed in.
         models = ModelsDir(models_dir)
@@ -303,7 +303,7 @@ def test_reflection_lists_the_services(server):
 
 def test_stop_ends_running_streams_with_stop_reason_shutdown(trained_bundles, tmp_path):
     copy_models(trained_bundles, tmp_path)
-    server = running_server(tmp_path, max_length=10**6)
+    server = running_server(tmp_path, max_length=10**6, xla=False)
     with server as running:
         channel, stub = connect(running)
         call = stub.Generate(pb.GenerateRequest(model="shake-one", prompt=SHORT, length=10**6, temperature=0.5))

@@ -59,7 +59,7 @@ CASES = {
 def server(trained_bundles, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("wire")
     copy_models(trained_bundles, data_dir)
-    with running_server(data_dir) as server:
+    with running_server(data_dir, xla=False) as server:
         yield server
 
 
