@@ -148,14 +148,14 @@ def parse_sse(lines):
         yield event, json.loads("\n".join(data))
 
 
-@pytest.fixture(scope="session")
-def web_stack(tmp_path_factory):
+@pytest.fixture(scope="package")  # stopped after tests/web's last test, not at the end of the whole run:
+def web_stack(tmp_path_factory):  # its server's rescans and key refreshes cost 22 s of CPU idling to the end
     stack = WebStack(tmp_path_factory.mktemp("web"))
     yield stack
     stack.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_model(web_stack):
     """A tiny model ``tiny-web`` trained on tfjs-code by the real worker, submitted and watched over
     HTTP; returns ``(job, events)``, the job's JSON when it was submitted and its events."""
