@@ -342,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
 def install_base_model(env=os.environ) -> subprocess.Popen | None:
     """Install the shipped base model (trainer.base_model) as ``$TEXTGEN_BASE_MODEL`` (default
     base-english; empty or ``off``: not at all) in the models folder, if it has none of that name, in
-    a process of its own: this supervisor stays free of TensorFlow, which its work horses fork from."""
+    a process of its own: this supervisor imports TensorFlow but runs no model (no TensorFlow threads or
+    graphs) before its work horses fork from it."""
     name = env.get("TEXTGEN_BASE_MODEL", "base-english").strip()
     if not name or name == "off":
         return None
